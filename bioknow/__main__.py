@@ -1,0 +1,5 @@
+import sys
+
+from bioknow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,142 @@
+"""The `bioknow` command: argparse subcommands that call into the modules.
+
+Bad input exits with status 2 and one line naming the problem (DESIGN section 4).
+"""
+
+import argparse
+import json
+import signal
+import sys
+import threading
+
+from bioknow import __version__, dataset
+from bioknow.errors import InputError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line, status 2 (argparse's default prints the usage too)."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def whole_number(text: str) -> int:
+    """A whole number written plainly or in scientific notation: 20000, 2e4, 20_000."""
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(value)
+
+
+def summary(manifest: dict, where: str) -> str:
+    bits = manifest["knowledge_bits"]
+    shown = manifest["renderings"]
+    size = sum(f["bytes"] for f in manifest["files"].values())
+    return "\n".join(
+        [
+            f"{manifest['variant']}(N={manifest['n']:,}), seed {manifest['seed']}: {where}",
+            f"  people       {manifest['n']:,} of N0 = {manifest['n0']:,} possible names",
+            f"  per person   log2 S0 = {manifest['log2_s0']:.2f} bits in six attributes",
+            f"  knowledge    {bits['total']:,.0f} bits at most "
+            f"({bits['name']:,.0f} in names + {bits['value']:,.0f} in values)",
+            f"  renderings   {shown['kind']}; {shown['stored']:,} stored",
+            f"  files        {len(manifest['files'])} ({size / 1e6:.1f} MB)",
+        ]
+    )
+
+
+def cmd_generate(args) -> int:
+    manifest = dataset.generate(
+        args.variant,
+        args.n,
+        args.seed,
+        args.out,
+        fields_dir=args.fields,
+        sample=args.sample,
+        overwrite=args.overwrite,
+        progress=sys.stderr.isatty(),
+    )
+    print(json.dumps(manifest) if args.json else summary(manifest, f"written to {args.out}"))
+    return 0
+
+
+def cmd_info(args) -> int:
+    manifest = dataset.read_manifest(args.dir)
+    report = dict(manifest, path=str(args.dir))
+    if args.verify:
+        report["corrupt_files"] = dataset.verify(args.dir, manifest)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(summary(manifest, str(args.dir)))
+        if args.verify:
+            bad = report["corrupt_files"]
+            print(f"  checksums    {'all match' if not bad else 'MISMATCH: ' + ', '.join(bad)}")
+    return 1 if args.verify and report["corrupt_files"] else 0
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="bioknow", description=__doc__.splitlines()[0] + " See README.md.")
+    parser.add_argument("--version", action="version", version=f"bioknow {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = commands.add_parser(
+        "generate",
+        help="write a synthetic biography dataset folder",
+        description="Generate N made-up people and their biographies (SPEC section 2). "
+        "bioS renders a fresh biography at every exposure (a sample is stored for "
+        "inspection); bioS-simple stores one fixed rendering per person.",
+    )
+    gen.add_argument("variant", choices=list(dataset.VARIANTS), help="dataset variant")
+    gen.add_argument("--n", type=whole_number, required=True, help="number of people, e.g. 1e5")
+    gen.add_argument("--seed", type=whole_number, default=0, help="random seed (default 0)")
+    gen.add_argument("--out", required=True, help="output folder (must be new or empty)")
+    gen.add_argument(
+        "--fields",
+        metavar="DIR",
+        help="fields and templates folder (default: the repository's templates/)",
+    )
+    gen.add_argument(
+        "--sample",
+        type=whole_number,
+        default=dataset.DEFAULT_SAMPLE,
+        help="bioS: renderings stored for inspection (default %(default)s)",
+    )
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    gen.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    gen.set_defaults(func=cmd_generate)
+
+    info = commands.add_parser(
+        "info",
+        help="what a dataset folder holds and its knowledge bits",
+        description="Summarize a dataset folder: variant, N, knowledge bits, files.",
+    )
+    info.add_argument("dir", help="dataset folder")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument(
+        "--verify",
+        action="store_true",
+        help="check every file against its manifest checksum (exit 1 on mismatch)",
+    )
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds, so temporary files are cleaned up
+
+
+def main(argv=None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as e:
+        print(f"bioknow: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bioknow: interrupted; nothing was left half-written", file=sys.stderr)
+        return 130

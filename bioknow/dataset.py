@@ -1,0 +1,223 @@
+"""The dataset folder (DESIGN section 4): generate it, and read what it holds.
+
+    DIR/manifest.json          variant, N, seed, N0, log2 S0, knowledge bits, versions, checksums
+    DIR/README.md              dataset card: `datasets.load_dataset(DIR)` reads the renderings
+    DIR/fields/                the fields and templates the data was made from
+    DIR/population.parquet     one row per person: readable names and values, and their codes
+    DIR/renderings/*.parquet   biographies with spans: all of bioS-simple, a sample of bioS
+
+The folder is built under a temporary name and renamed when complete; the manifest is
+written last and lists a SHA-256 for every other file.
+"""
+
+import json
+import math
+import platform
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+import bioknow
+from bioknow import atomic, capacity
+from bioknow import fields as fields_module
+from bioknow.errors import InputError
+from bioknow.fields import KNOWLEDGE
+from bioknow.population import Population, check_size
+from bioknow.render import Rendering, render_people
+
+FORMAT = "bioknow-dataset/1"
+# variant -> how its renderings are drawn (SPEC section 2.4)
+VARIANTS = {"bioS": "online", "bioS-simple": "one fixed rendering per person"}
+SHARD_ROWS = 100_000
+DEFAULT_SAMPLE = 1000
+
+SPAN_TYPE = pa.list_(
+    pa.struct([("label", pa.string()), ("start", pa.int32()), ("end", pa.int32())])
+)
+
+
+def population_table(population: Population, start: int, stop: int) -> pa.Table:
+    """Rows [start, stop) of the population: readable text and the codes behind it."""
+    fields, codes = population.fields, population.codes
+    n_middle, n_last = (len(fields.lists[k]) for k in ("middle_names", "last_names"))
+    name_code = codes["name"][start:stop].astype(np.int64)
+    parts = {
+        "first_name": ("first_names", name_code // (n_middle * n_last)),
+        "middle_name": ("middle_names", name_code // n_last % n_middle),
+        "last_name": ("last_names", name_code % n_last),
+    }
+    names = {k: pc.take(pa.array(fields.lists[f]), pa.array(i)) for k, (f, i) in parts.items()}
+    columns = {
+        "person": pa.array(np.arange(start, stop, dtype=np.int64)),
+        "name": pc.binary_join_element_wise(*names.values(), " "),
+        **names,
+    }
+    for attribute in (*KNOWLEDGE, "work_city"):
+        code = codes["employer" if attribute == "work_city" else attribute][start:stop]
+        columns[attribute] = pc.take(pa.array(fields.values(attribute)), pa.array(code))
+    columns["name_id"] = pa.array(codes["name"][start:stop])
+    for attribute in KNOWLEDGE:
+        columns[f"{attribute}_id"] = pa.array(codes[attribute][start:stop])
+    return pa.table(columns)
+
+
+def renderings_table(renderings: list[Rendering]) -> pa.Table:
+    spans = [[(s.label, s.start, s.end) for s in r.spans] for r in renderings]
+    return pa.table(
+        {
+            "person": pa.array([r.person for r in renderings], pa.int64()),
+            "text": pa.array([r.text for r in renderings], pa.string()),
+            "spans": pa.array(
+                [[{"label": a, "start": b, "end": c} for a, b, c in row] for row in spans],
+                SPAN_TYPE,
+            ),
+        }
+    )
+
+
+def write_population(population: Population, path: Path, progress: bool) -> None:
+    n = len(population)
+    with pq.ParquetWriter(path, population_table(population, 0, 0).schema, compression="zstd") as w:
+        for start in tqdm(
+            range(0, n, SHARD_ROWS * 10),
+            desc="population.parquet",
+            unit="chunk",
+            disable=not progress,
+        ):
+            w.write_table(population_table(population, start, min(n, start + SHARD_ROWS * 10)))
+
+
+def write_renderings(
+    population: Population, people: np.ndarray, folder: Path, progress: bool
+) -> list[str]:
+    """Render `people` (exposure 0) into parquet shards; return their relative paths."""
+    count = math.ceil(len(people) / SHARD_ROWS)
+    paths = [f"renderings/train-{i:05d}-of-{count:05d}.parquet" for i in range(count)]
+    (folder / "renderings").mkdir(exist_ok=True)
+    with tqdm(total=len(people), desc="renderings", unit="bio", disable=not progress) as bar:
+        for i, rel in enumerate(paths):
+            chunk = people[i * SHARD_ROWS : (i + 1) * SHARD_ROWS]
+            pq.write_table(
+                renderings_table(render_people(population, chunk)), folder / rel, compression="zstd"
+            )
+            bar.update(len(chunk))
+    return paths
+
+
+def dataset_card(manifest: dict) -> str:
+    """A README with YAML `configs`, so that `datasets.load_dataset(DIR)` works."""
+    configs = []
+    if manifest["renderings"]["stored"]:
+        configs.append(
+            "- config_name: renderings\n  default: true\n  data_files:\n"
+            "  - split: train\n    path: renderings/*.parquet"
+        )
+    configs.append(
+        "- config_name: population\n  data_files:\n  - split: train\n    path: population.parquet"
+    )
+    bits = manifest["knowledge_bits"]
+    return (
+        "---\nconfigs:\n" + "\n".join(configs) + "\n---\n\n"
+        f"# {manifest['variant']}(N={manifest['n']}), seed {manifest['seed']}\n\n"
+        f"Synthetic biographies of {manifest['n']} made-up people, generated by bioknow "
+        f"{manifest['versions']['bioknow']}.\n"
+        f"Renderings: {manifest['renderings']['kind']}; {manifest['renderings']['stored']} "
+        "stored in `renderings/` (text with character spans of the name and every value).\n"
+        f"Maximum knowledge: {bits['total']:.6g} bits ({bits['name']:.6g} in names, "
+        f"{bits['value']:.6g} in values).\n"
+    )
+
+
+def parse_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise InputError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    return variant
+
+
+def generate(
+    variant: str,
+    n: int,
+    seed: int,
+    out,
+    fields_dir=None,
+    sample: int = DEFAULT_SAMPLE,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Build the dataset folder `out` and return its manifest. Every input is checked
+    before anything is written."""
+    parse_variant(variant)
+    if not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise InputError(f"seed must be a whole number in [0, 2^63), got {seed!r}")
+    if sample < 0:
+        raise InputError(f"--sample must be >= 0, got {sample}")
+    fields = fields_module.load(fields_dir)
+    check_size(fields, n)
+    stored = n if variant == "bioS-simple" else min(sample, n)
+    out = Path(out)
+    with atomic.new_dir(out, overwrite) as tmp:
+        fields.write(tmp / "fields")
+        population = Population.build(fields, seed, n, progress)
+        write_population(population, tmp / "population.parquet", progress)
+        shards = write_renderings(population, np.arange(stored), tmp, progress) if stored else []
+        manifest = {
+            "format": FORMAT,
+            "variant": variant,
+            "n": n,
+            "seed": seed,
+            "n0": fields.n0,
+            "log2_n0": math.log2(fields.n0),
+            "log2_s0": fields.log2_s0,
+            "knowledge_bits": capacity.bios_max_bits(n, fields.n0, fields.log2_s0),
+            "attributes": {a: fields.cardinality(a) for a in KNOWLEDGE},
+            "templates": {s: len(t) for s, t in fields.templates.items()},
+            "renderings": {"kind": VARIANTS[variant], "stored": stored, "shards": shards},
+            "versions": versions(),
+        }
+        atomic.write_bytes(tmp / "README.md", dataset_card(manifest).encode())
+        manifest["files"] = {
+            p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": atomic.sha256(p)}
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file()
+        }
+        atomic.write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def versions() -> dict[str, str]:
+    return {
+        "bioknow": bioknow.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pyarrow": pa.__version__,
+    }
+
+
+def read_manifest(folder) -> dict:
+    """The manifest of a dataset folder, or an InputError saying what is wrong."""
+    path = Path(folder) / "manifest.json"
+    if not Path(folder).is_dir():
+        raise InputError(f"{folder}: no such folder")
+    if not path.is_file():
+        raise InputError(f"{folder}: not a bioknow dataset (no manifest.json)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: unreadable ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InputError(f"{path}: not a {FORMAT} manifest")
+    return manifest
+
+
+def verify(folder, manifest: dict) -> list[str]:
+    """Files whose size or checksum differs from the manifest (or that are missing)."""
+    bad = []
+    for rel, expected in manifest["files"].items():
+        path = Path(folder) / rel
+        if not path.is_file() or atomic.sha256(path) != expected["sha256"]:
+            bad.append(rel)
+    return bad

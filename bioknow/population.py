@@ -1,0 +1,96 @@
+"""N made-up people: distinct full names and six uniform, independent attributes.
+
+A population is a pure function of (seed, N, fields) (DESIGN section 1.2). Person i's
+name is the i-th value of a keyed random bijection of [0, N0), so the N names are
+distinct without storing N0 of anything; every attribute is a counter-based draw keyed
+by (seed, attribute, person). Any person is therefore computable on its own
+(`person_codes`), which is what lets junk data use populations that are never stored.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from bioknow import keyed
+from bioknow.errors import InputError
+from bioknow.fields import KNOWLEDGE, OBJECT, POSSESSIVE, SUBJECT, Fields
+
+CHUNK = 1 << 20
+# Stream ids of the keyed draws; stable forever, since datasets depend on them.
+NAME_STREAM = 1
+ATTRIBUTE_STREAMS = {a: 2 + i for i, a in enumerate(KNOWLEDGE)}
+# Smallest unsigned type for each code column.
+CODE_DTYPES = {
+    "name": np.uint32,
+    "gender": np.uint8,
+    "birth_date": np.uint32,
+    "birth_city": np.uint16,
+    "university": np.uint16,
+    "major": np.uint16,
+    "employer": np.uint16,
+}
+
+
+def person_codes(fields: Fields, seed: int, people: np.ndarray) -> dict[str, np.ndarray]:
+    """The codes of the given people (indices into a population of any size <= N0):
+    "name" in [0, N0) and one code per knowledge attribute."""
+    people = np.asarray(people, dtype=np.int64)
+    codes = {"name": keyed.permute(people, fields.n0, seed, NAME_STREAM)}
+    for attribute, stream in ATTRIBUTE_STREAMS.items():
+        codes[attribute] = keyed.uniform_int(fields.cardinality(attribute), seed, stream, people)
+    return {k: v.astype(CODE_DTYPES[k]) for k, v in codes.items()}
+
+
+def check_size(fields: Fields, n: int) -> None:
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
+        raise InputError(f"N must be a whole number, got {n!r}")
+    if n <= 0:
+        raise InputError(f"N must be positive, got {n}")
+    if n > fields.n0:
+        raise InputError(f"N = {n} exceeds N0 = {fields.n0}, the number of distinct names")
+
+
+@dataclass(frozen=True)
+class Population:
+    """Column arrays of codes, one entry per person, with the fields that decode them."""
+
+    fields: Fields
+    seed: int
+    codes: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.codes["name"])
+
+    @classmethod
+    def build(cls, fields: Fields, seed: int, n: int, progress: bool = False) -> "Population":
+        check_size(fields, n)
+        codes = {k: np.empty(n, dtype=d) for k, d in CODE_DTYPES.items()}
+        starts = range(0, n, CHUNK)
+        for start in tqdm(starts, desc="population", unit="chunk", disable=not progress):
+            stop = min(start + CHUNK, n)
+            for k, v in person_codes(fields, seed, np.arange(start, stop)).items():
+                codes[k][start:stop] = v
+        return cls(fields=fields, seed=seed, codes=codes)
+
+    def name_parts(self, i: int) -> tuple[str, str, str]:
+        """(first, middle, last) of person i."""
+        n_middle, n_last = (len(self.fields.lists[k]) for k in ("middle_names", "last_names"))
+        code = int(self.codes["name"][i])
+        first, rest = divmod(code, n_middle * n_last)
+        middle, last = divmod(rest, n_last)
+        lists = self.fields.lists
+        return lists["first_names"][first], lists["middle_names"][middle], lists["last_names"][last]
+
+    def full_name(self, i: int) -> str:
+        return " ".join(self.name_parts(i))
+
+    def value(self, attribute: str, i: int) -> str:
+        """The text of an attribute of person i (work_city: the employer's city)."""
+        code = self.codes["employer" if attribute == "work_city" else attribute][i]
+        return self.fields.values(attribute)[int(code)]
+
+    def pronouns(self, i: int) -> tuple[str, str, str]:
+        """(subject, possessive, object) pronouns of person i."""
+        g = int(self.codes["gender"][i])
+        return SUBJECT[g], POSSESSIVE[g], OBJECT[g]
