@@ -33,6 +33,7 @@ def whole_number(text: str) -> int:
 def summary(manifest: dict, where: str) -> str:
     bits = manifest["knowledge_bits"]
     shown = manifest["renderings"]
+    tok = manifest["tokenizer"]
     size = sum(f["bytes"] for f in manifest["files"].values())
     return "\n".join(
         [
@@ -42,6 +43,10 @@ def summary(manifest: dict, where: str) -> str:
             f"  knowledge    {bits['total']:,.0f} bits at most "
             f"({bits['name']:,.0f} in names + {bits['value']:,.0f} in values)",
             f"  renderings   {shown['kind']}; {shown['stored']:,} stored",
+            f"  tokenizer    {tok['source']}: {tok['vocab_size']:,} tokens "
+            f"(padded {tok['padded_vocab_size']:,}), {tok['used_ids']:,} used by the corpus",
+            f"  tokens       {tok['mean_tokens_per_biography']:.2f} per biography, "
+            f"{tok['tokens_per_exposure']:.2f} per exposure",
             f"  files        {len(manifest['files'])} ({size / 1e6:.1f} MB)",
         ]
     )
@@ -54,6 +59,7 @@ def cmd_generate(args) -> int:
         args.seed,
         args.out,
         fields_dir=args.fields,
+        tokenizer=args.tokenizer,
         sample=args.sample,
         overwrite=args.overwrite,
         progress=sys.stderr.isatty(),
@@ -75,6 +81,29 @@ def cmd_info(args) -> int:
             bad = report["corrupt_files"]
             print(f"  checksums    {'all match' if not bad else 'MISMATCH: ' + ', '.join(bad)}")
     return 1 if args.verify and report["corrupt_files"] else 0
+
+
+def cmd_corpus(args) -> int:
+    from bioknow import corpus
+
+    header = corpus.write_corpus(
+        dataset.open_dataset(args.dir),
+        args.exposures,
+        args.out,
+        fmt=args.format,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=sys.stderr.isatty(),
+    )
+    if args.json:
+        print(json.dumps(header))
+    else:
+        print(
+            f"{header['variant']}(N={header['n']:,}) x {header['exposures']} exposures: "
+            f"{header['tokens']:,} tokens in {header['windows']:,} windows of {header['window']}, "
+            f"{len(header['shards'])} {args.format} shard(s) in {args.out}"
+        )
+    return 0
 
 
 def build_parser() -> Parser:
@@ -99,6 +128,12 @@ def build_parser() -> Parser:
         help="fields and templates folder (default: the repository's templates/)",
     )
     gen.add_argument(
+        "--tokenizer",
+        metavar="NAME_OR_PATH",
+        help="a Hugging Face tokenizer (tokenizer.json, a folder holding one, or a hub name) "
+        "instead of the default byte-level BPE trained on the fields",
+    )
+    gen.add_argument(
         "--sample",
         type=whole_number,
         default=dataset.DEFAULT_SAMPLE,
@@ -121,6 +156,22 @@ def build_parser() -> Parser:
         help="check every file against its manifest checksum (exit 1 on mismatch)",
     )
     info.set_defaults(func=cmd_info)
+
+    cor = commands.add_parser(
+        "corpus",
+        help="write the exact training token stream as shards for other trainers",
+        description="Materialize the exposure-exact stream bioknow trains on (every person "
+        "exactly E times, a fresh order per round, 512-token windows): flat token and label "
+        ".bin shards with a JSON header, or parquet rows of windows. Resumes a stopped run.",
+    )
+    cor.add_argument("dir", help="dataset folder")
+    cor.add_argument("--exposures", type=whole_number, required=True, help="exposures E")
+    cor.add_argument("--out", required=True, help="output folder")
+    cor.add_argument("--format", choices=["bin", "parquet"], default="bin", help="shard format")
+    cor.add_argument("--seed", type=whole_number, default=0, help="order seed (as train's --seed)")
+    cor.add_argument("--overwrite", action="store_true", help="replace an existing corpus")
+    cor.add_argument("--json", action="store_true", help="print the header as JSON")
+    cor.set_defaults(func=cmd_corpus)
     return parser
 
 

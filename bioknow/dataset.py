@@ -3,6 +3,7 @@
     DIR/manifest.json          variant, N, seed, N0, log2 S0, knowledge bits, versions, checksums
     DIR/README.md              dataset card: `datasets.load_dataset(DIR)` reads the renderings
     DIR/fields/                the fields and templates the data was made from
+    DIR/tokenizer.json         the tokenizer (the default BPE, or the one named at generate)
     DIR/population.parquet     one row per person: readable names and values, and their codes
     DIR/renderings/*.parquet   biographies with spans: all of bioS-simple, a sample of bioS
 
@@ -13,27 +14,33 @@ written last and lists a SHA-256 for every other file.
 import json
 import math
 import platform
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
 import bioknow
 from bioknow import atomic, capacity
 from bioknow import fields as fields_module
+from bioknow import tokenizer as tokenizers
 from bioknow.errors import InputError
-from bioknow.fields import KNOWLEDGE
+from bioknow.fields import KNOWLEDGE, Fields
 from bioknow.population import Population, check_size
 from bioknow.render import Rendering, render_people
+from bioknow.render.tokens import FragmentTable
 
 FORMAT = "bioknow-dataset/1"
 # variant -> how its renderings are drawn (SPEC section 2.4)
 VARIANTS = {"bioS": "online", "bioS-simple": "one fixed rendering per person"}
 SHARD_ROWS = 100_000
 DEFAULT_SAMPLE = 1000
+CHECKED_RENDERINGS = 1000  # renderings on which generate checks the tokenizer invariant
 
 SPAN_TYPE = pa.list_(
     pa.struct([("label", pa.string()), ("start", pa.int32()), ("end", pa.int32())])
@@ -138,18 +145,35 @@ def parse_variant(variant: str) -> str:
     return variant
 
 
+def token_stats(table: FragmentTable, online: bool) -> dict:
+    """What `info` reports of the tokens: vocabulary, ids in use, tokens per biography."""
+    people = np.arange(len(table.population))
+    units = table.expected_lengths(people) if online else table.lengths(people, 0)
+    tok = table.tokenizer
+    return {
+        "vocab_size": tok.get_vocab_size(with_added_tokens=True),
+        "padded_vocab_size": tokenizers.padded_vocab_size(tok),
+        "eot_id": table.eot,
+        "used_ids": len(table.used_ids(online)),
+        "mean_tokens_per_biography": float(units.mean()) - 1,
+        "tokens_per_exposure": float(units.mean()),
+    }
+
+
 def generate(
     variant: str,
     n: int,
     seed: int,
     out,
     fields_dir=None,
+    tokenizer: str | None = None,
     sample: int = DEFAULT_SAMPLE,
     overwrite: bool = False,
     progress: bool = False,
 ) -> dict:
     """Build the dataset folder `out` and return its manifest. Every input is checked
-    before anything is written."""
+    before anything is written. `tokenizer`: a name or path; by default the default
+    byte-level BPE is trained on the fields."""
     parse_variant(variant)
     if not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise InputError(f"seed must be a whole number in [0, 2^63), got {seed!r}")
@@ -157,11 +181,21 @@ def generate(
         raise InputError(f"--sample must be >= 0, got {sample}")
     fields = fields_module.load(fields_dir)
     check_size(fields, n)
+    tok = tokenizers.load(tokenizer) if tokenizer else tokenizers.train(fields)
     stored = n if variant == "bioS-simple" else min(sample, n)
     out = Path(out)
+    atomic.check_target(out, overwrite, "manifest.json")
+    population = Population.build(fields, seed, n, progress)
+    table = FragmentTable(population, tok)
+    wrong = table.mismatches(np.arange(min(n, CHECKED_RENDERINGS)), 0)
+    if wrong:
+        raise InputError(
+            f"tokenizer {tokenizer or 'default'!r} does not split at template boundaries: "
+            f"person {wrong[0]}'s assembled tokens differ from tokenizing the text"
+        )
     with atomic.new_dir(out, overwrite) as tmp:
         fields.write(tmp / "fields")
-        population = Population.build(fields, seed, n, progress)
+        atomic.write_bytes(tmp / "tokenizer.json", tok.to_str().encode())
         write_population(population, tmp / "population.parquet", progress)
         shards = write_renderings(population, np.arange(stored), tmp, progress) if stored else []
         manifest = {
@@ -176,6 +210,10 @@ def generate(
             "attributes": {a: fields.cardinality(a) for a in KNOWLEDGE},
             "templates": {s: len(t) for s, t in fields.templates.items()},
             "renderings": {"kind": VARIANTS[variant], "stored": stored, "shards": shards},
+            "tokenizer": {
+                "source": tokenizer or f"default byte-level BPE ({tokenizers.DEFAULT_VOCAB})",
+                **token_stats(table, online=variant == "bioS"),
+            },
             "versions": versions(),
         }
         atomic.write_bytes(tmp / "README.md", dataset_card(manifest).encode())
@@ -221,3 +259,32 @@ def verify(folder, manifest: dict) -> list[str]:
         if not path.is_file() or atomic.sha256(path) != expected["sha256"]:
             bad.append(rel)
     return bad
+
+
+@dataclass
+class Dataset:
+    """An opened dataset folder: its manifest, fields, population and tokenizer."""
+
+    path: Path
+    manifest: dict
+    fields: Fields
+    population: Population
+    tokenizer: Tokenizer
+
+    @property
+    def online(self) -> bool:
+        """Whether every exposure renders afresh (bioS) or repeats one rendering."""
+        return self.manifest["variant"] == "bioS"
+
+    @cached_property
+    def table(self) -> FragmentTable:
+        return FragmentTable(self.population, self.tokenizer)
+
+
+def open_dataset(folder) -> Dataset:
+    """Open a dataset folder; the population is rebuilt from (seed, N, fields)."""
+    manifest = read_manifest(folder)
+    fields = fields_module.load(Path(folder) / "fields")
+    population = Population.build(fields, manifest["seed"], manifest["n"])
+    tok = tokenizers.load(str(Path(folder) / "tokenizer.json"))
+    return Dataset(Path(folder), manifest, fields, population, tok)

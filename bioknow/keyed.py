@@ -28,10 +28,26 @@ def hash64(*key) -> np.ndarray:
     return h
 
 
-def uniform_int(k: int, *key) -> np.ndarray:
-    """A uniform integer in [0, k) for each key, as int64 (53-bit resolution)."""
-    unit = (hash64(*key) >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+def _below(h: np.ndarray, k: int) -> np.ndarray:
+    """Map uniform uint64 values to uniform integers in [0, k) (53-bit resolution)."""
+    unit = (h >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
     return np.floor(unit * k).astype(np.int64)
+
+
+def uniform_int(k: int, *key) -> np.ndarray:
+    """A uniform integer in [0, k) for each key, as int64."""
+    return _below(hash64(*key), k)
+
+
+def uniform_ints(ks, *key) -> np.ndarray:
+    """Independent uniform integers in [0, k) for each k of `ks`, for each key: shape
+    key.shape + (len(ks),). One keyed hash, then one mix per draw."""
+    base = hash64(*key)
+    out = np.empty(base.shape + (len(ks),), dtype=np.int64)
+    with np.errstate(over="ignore"):
+        for j, k in enumerate(ks):
+            out[..., j] = _below(_mix(base ^ (np.uint64(j + 1) * _GOLDEN)), k)
+    return out
 
 
 def permute(index: np.ndarray, domain: int, *key, rounds: int = 6) -> np.ndarray:

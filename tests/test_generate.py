@@ -186,3 +186,31 @@ def test_killed_generate_never_looks_complete(tmp_path):
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == []
     assert not os.path.exists(out / "manifest.json")
+
+
+def test_named_tokenizer_and_token_stats(tmp_path, default_fields, capsys):
+    from bioknow import tokenizer
+
+    small = tokenizer.train(default_fields, vocab_size=1000)
+    small.save(str(tmp_path / "small.json"))
+    out = tmp_path / "d"
+    assert generate("bioS", "--n", 500, "--tokenizer", tmp_path / "small.json", "--out", out) == 0
+    m = dataset.read_manifest(out)
+    stats = m["tokenizer"]
+    assert stats["source"].endswith("small.json")
+    assert stats["vocab_size"] == small.get_vocab_size() and stats["padded_vocab_size"] % 64 == 0
+    assert stats["tokens_per_exposure"] == pytest.approx(stats["mean_tokens_per_biography"] + 1)
+    assert (out / "tokenizer.json").read_text() == small.to_str()
+    ds = dataset.open_dataset(out)
+    assert stats["used_ids"] == len(ds.table.used_ids(online=True)) <= stats["vocab_size"]
+    capsys.readouterr()
+    assert cli.main(["info", str(out)]) == 0
+    assert "used by the corpus" in capsys.readouterr().out
+
+    small.pre_tokenizer = tokenizer.pre_tokenizers.ByteLevel(add_prefix_space=True)
+    small.save(str(tmp_path / "broken.json"))
+    broken = tmp_path / "b"
+    assert (
+        generate("bioS", "--n", 50, "--tokenizer", tmp_path / "broken.json", "--out", broken) == 2
+    )
+    assert not broken.exists()

@@ -35,3 +35,13 @@ def test_one_key_computes_alone():
     together = keyed.uniform_int(1000, 5, 1, np.arange(100))
     alone = [int(keyed.uniform_int(1000, 5, 1, np.array([i]))[0]) for i in (0, 57, 99)]
     assert alone == [together[0], together[57], together[99]]
+
+
+def test_uniform_ints_are_independent_and_uniform():
+    draws = keyed.uniform_ints([6, 10], 1, 2, np.arange(60_000))
+    assert draws.shape == (60_000, 2)
+    table = np.zeros((6, 10))
+    np.add.at(table, (draws[:, 0], draws[:, 1]), 1)
+    expected = 60_000 / 60
+    chi2 = ((table - expected) ** 2 / expected).sum()
+    assert chi2 < 59 + 5 * np.sqrt(2 * 59)  # joint uniformity implies independence

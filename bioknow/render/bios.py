@@ -16,8 +16,7 @@ from bioknow.fields import SENTENCES
 from bioknow.population import Population
 
 ORDERS = np.array(list(itertools.permutations(range(len(SENTENCES)))), dtype=np.int8)
-ORDER_STREAM = 20
-TEMPLATE_STREAM = 21
+CHOICE_STREAM = 20
 
 
 @dataclass(frozen=True)
@@ -40,13 +39,9 @@ class Rendering:
 def choices(population: Population, people: np.ndarray, exposure) -> tuple[np.ndarray, np.ndarray]:
     """Sentence orders [n, 6] (sentence indices by position) and template ids [n, 6]
     (by sentence) of the given people at the given exposure(s)."""
-    seed, templates = population.seed, population.fields.templates
-    orders = ORDERS[keyed.uniform_int(len(ORDERS), seed, ORDER_STREAM, people, exposure)]
-    ids = [
-        keyed.uniform_int(len(templates[s]), seed, TEMPLATE_STREAM, j, people, exposure)
-        for j, s in enumerate(SENTENCES)
-    ]
-    return orders, np.stack(ids, axis=-1)
+    sizes = [len(ORDERS)] + [len(population.fields.templates[s]) for s in SENTENCES]
+    draws = keyed.uniform_ints(sizes, population.seed, CHOICE_STREAM, people, exposure)
+    return ORDERS[draws[..., 0]], draws[..., 1:]
 
 
 def render(population: Population, person: int, order, template_ids) -> Rendering:

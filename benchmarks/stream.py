@@ -1,0 +1,90 @@
+"""Training-stream speed: tokens/s of the bioS online stream on one CPU core.
+
+    python benchmarks/stream.py [--n 1e5] [--batch 64] [--seconds 5] [--cores 1]
+
+The stream assembles fresh renderings from pre-tokenized fragments, packs them into
+512-token windows and yields [B, 512] batches. Prints a summary, then one JSON object
+as the last line, also written to docs/benchmarks/stream.json.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bioknow import fields, tokenizer
+from bioknow.population import Population
+from bioknow.render.tokens import FragmentTable
+from bioknow.stream import TrainStream
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=float, default=1e5, help="people")
+    parser.add_argument("--batch", type=int, default=64, help="windows per batch")
+    parser.add_argument("--exposures", type=int, default=100, help="exposures of the run")
+    parser.add_argument("--seconds", type=float, default=5.0, help="how long to stream")
+    parser.add_argument("--cores", type=int, default=1, help="CPU cores to pin to (Linux)")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "stream.json"))
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(range(args.cores)))
+    n = int(args.n)
+    f = fields.load()
+    table = FragmentTable(Population.build(f, 0, n), tokenizer.train(f))
+
+    people = np.arange(min(n, 1 << 15))  # one stream chunk
+    table.assemble(people, 0)  # warm up
+    start = time.perf_counter()
+    assembled = sum(len(table.assemble(people, e).tokens) for e in range(1, 21))
+    assemble_rate = assembled / (time.perf_counter() - start)
+
+    stream = TrainStream(table, args.exposures, args.batch, 0, online=True)
+    start = time.perf_counter()
+    total = stream.total_tokens  # exact token count of the run, needed for the step count
+    count_s = time.perf_counter() - start
+    tokens, start = 0, time.perf_counter()
+    for batch in stream.batches():
+        tokens += batch.valid
+        if time.perf_counter() - start > args.seconds:
+            break
+    seconds = time.perf_counter() - start
+
+    result = {
+        "benchmark": "stream",
+        "variant": "bioS",
+        "n": n,
+        "batch": args.batch,
+        "window": stream.window,
+        "tokens_per_s": round(tokens / seconds),
+        "assemble_tokens_per_s": round(assemble_rate),
+        "count_tokens_s": round(count_s, 3),
+        "exposures": args.exposures,
+        "cores": args.cores,
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "date": datetime.date.today().isoformat(),
+        "command": "python " + " ".join(sys.argv),
+    }
+    print(
+        f"bioS({n:,}) training stream, batch {args.batch} x {stream.window}, "
+        f"{args.cores} core(s): {result['tokens_per_s'] / 1e6:.1f}M tokens/s "
+        f"(assembly alone {assemble_rate / 1e6:.1f}M tokens/s); counting the "
+        f"{total:,} tokens of {args.exposures} exposures took {count_s:.1f} s"
+    )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

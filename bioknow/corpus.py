@@ -1,0 +1,158 @@
+"""Materialized corpora: exactly the exposure-exact stream bioknow trains on, written as
+shards for other trainers (DESIGN section 3).
+
+    OUT/corpus.json            header: dtype, vocabulary, window, counts, label scheme, shards
+    OUT/tokens-00000.bin ...   --format bin: flat token ids (uint16 if the vocabulary fits)
+    OUT/labels-00000.bin ...   a uint8 label id per token
+    OUT/train-00000.parquet    --format parquet: one row per window (input_ids, labels, text)
+
+Consecutive `window`-token slices of the concatenated shards are the training windows.
+Each shard is written under a temporary name and renamed, and the header comes last; a
+stopped run resumes at its first missing shard (`.partial.json` holds its parameters).
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from bioknow import atomic
+from bioknow.dataset import Dataset
+from bioknow.errors import InputError
+from bioknow.render.tokens import LABELS
+from bioknow.stream import WINDOW, TrainStream
+
+FORMAT = "bioknow-corpus/1"
+SHARD_WINDOWS = 8192
+FORMATS = ("bin", "parquet")
+
+
+def shard_names(fmt: str, k: int) -> list[str]:
+    if fmt == "bin":
+        return [f"tokens-{k:05d}.bin", f"labels-{k:05d}.bin"]
+    return [f"train-{k:05d}.parquet"]
+
+
+def prepare(out: Path, params: dict, overwrite: bool) -> None:
+    """Make `out` ready: new, resumable with the same parameters, or (with overwrite) ours
+    to replace."""
+    partial = out / ".partial.json"
+    ours = (out / "corpus.json").is_file() or partial.is_file()
+    if out.is_dir() and any(out.iterdir()):
+        if overwrite and ours:
+            shutil.rmtree(out)
+        elif (out / "corpus.json").is_file():
+            raise InputError(f"{out}: a corpus is already complete there (use --overwrite)")
+        elif not partial.is_file():
+            raise InputError(f"{out}: folder exists and is not empty")
+        elif json.loads(partial.read_text()) != params:
+            raise InputError(
+                f"{out}: holds a half-written corpus of other parameters (use --overwrite)"
+            )
+    elif out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if not partial.is_file():
+        atomic.write_json(partial, params)
+
+
+def write_corpus(
+    ds: Dataset,
+    exposures: int,
+    out,
+    fmt: str = "bin",
+    seed: int = 0,
+    window: int = WINDOW,
+    shard_windows: int = SHARD_WINDOWS,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Write the stream of `exposures` exposures of `ds` as shards; return the header."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if exposures < 1:
+        raise InputError(f"--exposures must be >= 1, got {exposures}")
+    out = Path(out)
+    params = {
+        "dataset": str(Path(ds.path).resolve()),
+        "manifest_sha256": atomic.sha256(Path(ds.path) / "manifest.json"),
+        "exposures": exposures,
+        "format": fmt,
+        "seed": seed,
+        "window": window,
+        "shard_windows": shard_windows,
+    }
+    prepare(out, params, overwrite)
+    stream = TrainStream(ds.table, exposures, shard_windows, seed, ds.online, window)
+    vocab = ds.tokenizer.get_vocab_size(with_added_tokens=True)
+    dtype = np.uint16 if vocab <= 2**16 else np.uint32
+    first = 0
+    while first < stream.steps and all((out / f).is_file() for f in shard_names(fmt, first)):
+        first += 1
+    tokens_per_shard = shard_windows * window
+    with tqdm(
+        total=stream.total_tokens,
+        initial=min(first * tokens_per_shard, stream.total_tokens),
+        desc="corpus",
+        unit="tok",
+        unit_scale=True,
+        disable=not progress,
+    ) as bar:
+        for batch in stream.batches(first):
+            tokens = batch.tokens.ravel()[: batch.valid]
+            labels = batch.labels.ravel()[: batch.valid]
+            if fmt == "bin":
+                names = shard_names(fmt, batch.step)
+                atomic.write_bytes(out / names[0], tokens.astype(dtype).tobytes())
+                atomic.write_bytes(out / names[1], labels.tobytes())
+            else:
+                write_parquet_shard(
+                    ds, tokens, labels, window, out / shard_names(fmt, batch.step)[0]
+                )
+            bar.update(batch.valid)
+    header = {
+        "format": FORMAT,
+        **params,
+        "variant": ds.manifest["variant"],
+        "n": ds.manifest["n"],
+        "dtype": np.dtype(dtype).name if fmt == "bin" else "int32",
+        "vocab_size": vocab,
+        "eot_id": ds.table.eot,
+        "tokens": stream.total_tokens,
+        "windows": -(-stream.total_tokens // window),
+        "unit": "end-of-text token, then one biography",
+        "labels": list(LABELS),
+        "shards": [shard_names(fmt, k) for k in range(stream.steps)],
+    }
+    atomic.write_json(out / "corpus.json", header)
+    (out / ".partial.json").unlink()
+    return header
+
+
+def write_parquet_shard(ds: Dataset, tokens, labels, window: int, path: Path) -> None:
+    starts = range(0, len(tokens), window)
+    ids = [tokens[s : s + window].tolist() for s in starts]
+    table = pa.table(
+        {
+            "input_ids": pa.array(ids, pa.list_(pa.int32())),
+            "labels": pa.array(
+                [labels[s : s + window].tolist() for s in starts], pa.list_(pa.uint8())
+            ),
+            "text": pa.array(ds.tokenizer.decode_batch(ids, skip_special_tokens=False)),
+        }
+    )
+    tmp = path.with_name(f".{path.name}.partial")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def read_bin(out) -> tuple[np.ndarray, np.ndarray]:
+    """All tokens and labels of a `bin` corpus, concatenated."""
+    header = json.loads((Path(out) / "corpus.json").read_text())
+    tokens = [np.fromfile(Path(out) / t, dtype=header["dtype"]) for t, _ in header["shards"]]
+    labels = [np.fromfile(Path(out) / lab, dtype=np.uint8) for _, lab in header["shards"]]
+    return np.concatenate(tokens), np.concatenate(labels)
