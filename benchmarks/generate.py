@@ -7,22 +7,16 @@ docs/benchmarks/generate.json.
 """
 
 import argparse
-import datetime
-import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import pin, report
 
 from bioknow import dataset, fields
 from bioknow.population import Population
 from bioknow.render import render_people
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
@@ -30,11 +24,10 @@ def main() -> None:
     parser.add_argument("--n", type=float, default=1e6, help="people in the bioS dataset")
     parser.add_argument("--renderings", type=int, default=100_000, help="texts to render")
     parser.add_argument("--cores", type=int, default=1, help="CPU cores to pin to (Linux)")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "generate.json"))
+    parser.add_argument("--out", help="JSON file (default: docs/benchmarks/NAME.json)")
     args = parser.parse_args()
     n = int(args.n)
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, set(range(args.cores)))
+    pin(args.cores)
 
     f = fields.load()
     start = time.perf_counter()
@@ -50,29 +43,23 @@ def main() -> None:
     render_people(population, np.arange(min(args.renderings, n)), exposure=1)
     render_s = time.perf_counter() - start
 
+    renderings = min(args.renderings, n)
     result = {
-        "benchmark": "generate",
         "n": n,
         "people_per_s": round(n / population_s),
         "generate_bioS_s": round(generate_s, 3),
         "generate_people_per_s": round(n / generate_s),
-        "renderings": min(args.renderings, n),
-        "renderings_per_s": round(min(args.renderings, n) / render_s),
+        "renderings": renderings,
+        "renderings_per_s": round(renderings / render_s),
         "cores": args.cores,
-        "cpu": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "date": datetime.date.today().isoformat(),
-        "command": "python " + " ".join(sys.argv),
     }
-    print(f"population of {n:,}: {population_s:.2f} s ({result['people_per_s']:,} people/s)")
-    print(f"generate bioS({n:,}) with population.parquet and manifest: {generate_s:.2f} s")
-    print(
-        f"render {result['renderings']:,} bioS texts: {render_s:.2f} s "
+    summary = (
+        f"population of {n:,}: {population_s:.2f} s ({result['people_per_s']:,} people/s)\n"
+        f"generate bioS({n:,}) with population.parquet and manifest: {generate_s:.2f} s\n"
+        f"render {renderings:,} bioS texts: {render_s:.2f} s "
         f"({result['renderings_per_s']:,} renderings/s)"
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    report("generate", result, summary, args.out)
 
 
 if __name__ == "__main__":

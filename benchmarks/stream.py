@@ -8,22 +8,15 @@ as the last line, also written to docs/benchmarks/stream.json.
 """
 
 import argparse
-import datetime
-import json
-import os
-import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from common import pin, report
 
 from bioknow import fields, tokenizer
 from bioknow.population import Population
 from bioknow.render.tokens import FragmentTable
 from bioknow.stream import TrainStream
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
@@ -33,10 +26,9 @@ def main() -> None:
     parser.add_argument("--exposures", type=int, default=100, help="exposures of the run")
     parser.add_argument("--seconds", type=float, default=5.0, help="how long to stream")
     parser.add_argument("--cores", type=int, default=1, help="CPU cores to pin to (Linux)")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "stream.json"))
+    parser.add_argument("--out", help="JSON file (default: docs/benchmarks/NAME.json)")
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, set(range(args.cores)))
+    pin(args.cores)
     n = int(args.n)
     f = fields.load()
     table = FragmentTable(Population.build(f, 0, n), tokenizer.train(f))
@@ -59,7 +51,6 @@ def main() -> None:
     seconds = time.perf_counter() - start
 
     result = {
-        "benchmark": "stream",
         "variant": "bioS",
         "n": n,
         "batch": args.batch,
@@ -69,21 +60,14 @@ def main() -> None:
         "count_tokens_s": round(count_s, 3),
         "exposures": args.exposures,
         "cores": args.cores,
-        "cpu": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "date": datetime.date.today().isoformat(),
-        "command": "python " + " ".join(sys.argv),
     }
-    print(
+    summary = (
         f"bioS({n:,}) training stream, batch {args.batch} x {stream.window}, "
         f"{args.cores} core(s): {result['tokens_per_s'] / 1e6:.1f}M tokens/s "
         f"(assembly alone {assemble_rate / 1e6:.1f}M tokens/s); counting the "
         f"{total:,} tokens of {args.exposures} exposures took {count_s:.1f} s"
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    report("stream", result, summary, args.out)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ Bad input exits with status 2 and one line naming the problem (DESIGN section 4)
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from bioknow import __version__, dataset
 from bioknow.errors import InputError
@@ -106,6 +108,49 @@ def cmd_corpus(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from bioknow import train
+
+    state = train.train(
+        args.data,
+        args.model,
+        args.exposures,
+        args.out,
+        batch=args.batch,
+        lr=args.lr,
+        wd=args.wd,
+        warmup=args.warmup,
+        seed=args.seed,
+        device=args.device,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        compile=False if args.no_compile else None,
+        log_every=args.log_every,
+        checkpoint_every=args.checkpoint_every,
+        stop_after=args.stop_after,
+        progress=sys.stderr.isatty(),
+    )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    config = json.loads((Path(args.out) / "config.json").read_text())
+    if args.json:
+        print(json.dumps({"config": config, "state": state}))
+    elif state["finished"]:
+        print(
+            f"{config['model']['name']} on {config['variant']}(N={config['n']:,}) x "
+            f"{config['exposures']} exposures: {config['steps']:,} steps, "
+            f"{state['tokens']:,} tokens, final loss {state['loss']:.4f} -> {args.out}"
+        )
+    else:
+        print(
+            f"stopped at step {state['step']:,} of {config['steps']:,}; continue with: "
+            f"bioknow train --resume --out {args.out}"
+        )
+    if state.get("signal"):
+        return 128 + state["signal"]
+    return 0
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="bioknow", description=__doc__.splitlines()[0] + " See README.md.")
     parser.add_argument("--version", action="version", version=f"bioknow {__version__}")
@@ -156,6 +201,52 @@ def build_parser() -> Parser:
         help="check every file against its manifest checksum (exit 1 on mismatch)",
     )
     info.set_defaults(func=cmd_info)
+
+    tr = commands.add_parser(
+        "train",
+        help="train a model for an exact number of exposures",
+        description="Train a model on a dataset folder for E exposures (every person exactly "
+        "E times). Steps follow from E, the batch and the 512-token window. The recipe "
+        "(lr, weight decay, batch) defaults to the paper's table row nearest to N and E; "
+        "each part can be overridden. Under torchrun, trains with DDP on every rank. "
+        "Ctrl-C or SIGTERM writes a checkpoint; --resume continues from it.",
+    )
+    tr.add_argument("--data", metavar="DIR", help="dataset folder")
+    tr.add_argument(
+        "--model",
+        help="gpt2-L-H, llama-L-H, mistral-L-H, gpt2-mlp4-L-H, "
+        "gpt2-nomlp-L-H or gpt2-moe-L-H (L layers, H heads, hidden 64H)",
+    )
+    tr.add_argument("--exposures", type=whole_number, help="exposures E per person")
+    tr.add_argument("--out", required=True, metavar="RUN", help="run folder")
+    tr.add_argument("--batch", type=whole_number, help="global batch in 512-token windows")
+    tr.add_argument("--lr", type=float, help="peak learning rate")
+    tr.add_argument("--wd", type=float, help="weight decay")
+    tr.add_argument(
+        "--warmup",
+        type=whole_number,
+        help="warmup steps (default: 1000, or a tenth of a run shorter than 10,000 steps)",
+    )
+    tr.add_argument("--seed", type=whole_number, default=0, help="init and data-order seed")
+    tr.add_argument("--device", help="cpu, cuda or cuda:K (default: cuda if available)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    tr.add_argument("--no-compile", action="store_true", help="no torch.compile on CUDA")
+    tr.add_argument("--log-every", type=whole_number, default=50, help="steps per metrics line")
+    tr.add_argument(
+        "--checkpoint-every",
+        type=whole_number,
+        default=1000,
+        help="steps between checkpoints (one is also written at the end)",
+    )
+    tr.add_argument(
+        "--stop-after",
+        type=whole_number,
+        metavar="STEPS",
+        help="checkpoint and stop after this many steps (continue with --resume)",
+    )
+    tr.add_argument("--json", action="store_true", help="print config and state as JSON")
+    tr.set_defaults(func=cmd_train)
 
     cor = commands.add_parser(
         "corpus",

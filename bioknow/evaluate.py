@@ -1,0 +1,144 @@
+"""The evaluator: per-token losses on the name and value tokens -> bits, R(F), accuracy.
+
+A *scorer* is any callable from token ids [b, L] to logits [b, L, V]; the logits at
+position t predict token t + 1. Each evaluation row is one unit (end-of-text, then the
+biography) from position 0 (SPEC section 5): p1 sums the losses of the name's tokens,
+p2 those of the six knowledge values (gender: the first pronoun token; the work city is
+reported apart). Accuracy is greedy decoding of each value after the text before it,
+exact match: since greedy decoding reproduces a value exactly when every next-token
+argmax along it is the value's token, one teacher-forced pass decides it.
+"""
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bioknow import capacity
+from bioknow.fields import KNOWLEDGE
+from bioknow.render.tokens import LABEL, FragmentTable
+from bioknow.stream import EVAL_EXPOSURE, eval_batches, sample_people
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]
+ATTRIBUTES = (*KNOWLEDGE, "work_city")  # gender first; work city last, outside the sum
+BOOTSTRAP = 1000
+
+
+def score(
+    scorer: Scorer,
+    table: FragmentTable,
+    people: np.ndarray,
+    exposure: int,
+    batch: int = 64,
+    device="cpu",
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Per person: the name's loss sum, each attribute's loss sum and whether greedy
+    decoding gets it exactly right (columns in ATTRIBUTES order)."""
+    n = len(people)
+    name = np.zeros(n)
+    value = np.zeros((n, len(ATTRIBUTES)))
+    correct = np.zeros((n, len(ATTRIBUTES)), dtype=bool)
+    label_ids = torch.tensor([LABEL[a] for a in ATTRIBUTES], device=device)
+    done = 0
+    with tqdm(total=n, desc="eval", unit="person", disable=not progress) as bar:
+        for rows in eval_batches(table, people, batch, exposure):
+            x = torch.from_numpy(rows.tokens).to(device).long()
+            labels = torch.from_numpy(rows.labels[:, 1:]).to(device).long()  # of token t + 1
+            with torch.no_grad():
+                logits = scorer(x)[:, :-1].float()
+            target = x[:, 1:]
+            nll = -torch.log_softmax(logits, -1).gather(-1, target[..., None])[..., 0]
+            hit = logits.argmax(-1) == target
+            gender = labels == LABEL["gender"]
+            first = gender & (gender.cumsum(1) == 1)  # only the first pronoun counts
+            masks = torch.stack([first, *(labels == label_ids[1:, None, None])], -1)  # b,L,A
+            span = slice(done, done + len(rows.people))
+            name[span] = (nll * (labels == LABEL["name"])).sum(1).cpu().numpy()
+            value[span] = (nll[..., None] * masks).sum(1).cpu().numpy()
+            correct[span] = ((hit[..., None] | ~masks).all(1)).cpu().numpy()
+            done += len(rows.people)
+            bar.update(len(rows.people))
+    return {"name": name, "value": value, "correct": correct}
+
+
+def bios_report(
+    losses: dict, n: int, n0: int, cardinality: dict[str, int], params: dict, seed: int = 0
+) -> dict:
+    """bits, R and Rmax (Def. 4.3) from per-person losses; with a 95% bootstrap interval
+    when the people are a sample of the N."""
+    log2_s0 = sum(math.log2(cardinality[a]) for a in KNOWLEDGE)
+    knowledge = losses["value"][:, : len(KNOWLEDGE)].sum(1)
+    p1, p2 = float(losses["name"].mean()), float(knowledge.mean())
+    result = capacity.bios(n, n0, log2_s0, p1, p2, params["P"])
+    report = {
+        "N": n,
+        "people": len(losses["name"]),
+        "P": params["P"],
+        "P_total": params["total"],
+        "P_nonembedding": params["non_embedding"],
+        "p1": p1,
+        "p2": p2,
+        "bits_name": result["terms"]["name"],
+        "bits_value": result["terms"]["value"],
+        "bits": result["bits"],
+        "bits_max": result["bits_max"],
+        "R": result["R"],
+        "R_max": result["R_max"],
+        "bits_name_clamped": result["terms_clamped"]["name"],
+        "bits_value_clamped": result["terms_clamped"]["value"],
+        "bits_clamped": result["bits_clamped"],
+        "R_clamped": result["R_clamped"],
+        "attributes": {},
+    }
+    for j, attribute in enumerate(ATTRIBUTES):
+        loss = float(losses["value"][:, j].mean())
+        entry = {"loss": loss, "accuracy": float(losses["correct"][:, j].mean())}
+        if attribute in KNOWLEDGE:
+            bits = n * (math.log2(cardinality[attribute]) - loss / capacity.LN2)
+            entry.update(bits=bits, bits_clamped=max(0.0, bits))
+        report["attributes"][attribute] = entry
+    if len(losses["name"]) < n:
+        rng = np.random.default_rng(seed)
+        draws = rng.integers(0, len(knowledge), size=(BOOTSTRAP, len(knowledge)))
+        ratios = [
+            capacity.bios(
+                n, n0, log2_s0, losses["name"][d].mean(), knowledge[d].mean(), params["P"]
+            )["R"]
+            for d in draws
+        ]
+        low, high = np.percentile(ratios, [2.5, 97.5])
+        report["R_ci95"] = [float(low), float(high)]
+        report["bits_ci95"] = [float(low * params["P"]), float(high * params["P"])]
+    return report
+
+
+def model_scorer(model: torch.nn.Module) -> Scorer:
+    """A bioknow Transformer as a scorer (bf16 autocast on CUDA)."""
+
+    def scorer(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+            return model(x)[0]
+
+    return scorer
+
+
+def evaluate(
+    scorer: Scorer,
+    ds,
+    params: dict,
+    people: int | None = None,
+    seed: int = 0,
+    batch: int = 64,
+    device="cpu",
+    progress: bool = False,
+) -> dict:
+    """The bits report of a scorer on a dataset: every person, or a seeded sample."""
+    n = ds.manifest["n"]
+    chosen = sample_people(n, people, seed)
+    exposure = EVAL_EXPOSURE if ds.online else 0  # bioS: fresh renderings; else the stored one
+    losses = score(scorer, ds.table, chosen, exposure, batch, device, progress)
+    cardinality = {a: ds.fields.cardinality(a) for a in KNOWLEDGE}
+    return bios_report(losses, n, ds.fields.n0, cardinality, params, seed)

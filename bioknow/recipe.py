@@ -1,0 +1,68 @@
+"""Training recipes: the paper's defaults by N and exposures (SPEC section 4).
+
+The row nearest to (N, exposures) on log scales gives weight decay, peak learning rate
+and batch size; where the paper gives a learning-rate range we take its lower end.
+AdamW (0.9, 0.98, eps 1e-6), linear warmup for 1000 steps (shortened to a tenth of
+the run when the run is shorter than 10,000 steps), cosine decay to 0.1 x the peak.
+"""
+
+import math
+from dataclasses import dataclass
+
+# N -> {exposures: (weight decay, peak lr, batch)}; SPEC section 4.
+TABLE = {
+    10_000: {1000: (0.02, 1e-3, 24)},
+    20_000: {1000: (0.02, 1e-3, 48)},
+    50_000: {1000: (0.02, 1e-3, 96), 100: (0.01, 1e-3, 12)},
+    100_000: {1000: (0.02, 1e-3, 192), 100: (0.01, 1e-3, 24)},
+    200_000: {1000: (0.02, 1e-3, 192), 100: (0.01, 1e-3, 48)},
+    500_000: {1000: (0.01, 5e-4, 192), 100: (0.01, 5e-4, 96)},
+    1_000_000: {1000: (0.01, 5e-4, 192), 100: (0.01, 5e-4, 192)},
+    2_000_000: {1000: (0.005, 3e-4, 1536), 100: (0.01, 3e-4, 384)},
+    5_000_000: {1000: (0.002, 3e-4, 1536), 100: (0.01, 3e-4, 768)},
+    10_000_000: {1000: (0.001, 3e-4, 1536), 100: (0.01, 2e-4, 1024)},
+    20_000_000: {100: (0.002, 2e-4, 1536)},
+}
+WARMUP = 1000
+MIN_LR_RATIO = 0.1
+BETAS = (0.9, 0.98)
+EPS = 1e-6
+
+
+@dataclass
+class Recipe:
+    lr: float
+    wd: float
+    batch: int
+    warmup: int | None = None  # None: derived from the step count by `resolve`
+    source: str = ""  # which table row, or "given"
+
+
+def default(n: int, exposures: int) -> Recipe:
+    """The table row nearest to (N, exposures), by distance in log10."""
+
+    def distance(row):
+        rn, re = row
+        return abs(math.log10(rn / n)) + abs(math.log10(re / exposures))
+
+    rows = [(rn, re) for rn, by_e in TABLE.items() for re in by_e]
+    rn, re = min(rows, key=distance)
+    wd, lr, batch = TABLE[rn][re]
+    return Recipe(lr=lr, wd=wd, batch=batch, source=f"SPEC table row N={rn:g}, {re} exposures")
+
+
+def warmup_steps(steps: int, asked: int | None) -> tuple[int, str]:
+    """Warmup steps and a note saying why: as given, the paper's 1000, or shortened."""
+    if asked is not None:
+        return asked, "as given"
+    if steps >= 10 * WARMUP:
+        return WARMUP, "the paper's 1000 steps"
+    return max(1, steps // 10), f"shortened to a tenth of the {steps} steps (run < 10,000 steps)"
+
+
+def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
+    """Linear warmup to the peak, then cosine decay to MIN_LR_RATIO x peak at the end."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress)))

@@ -1,0 +1,212 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bioknow import cli, dataset, train
+from bioknow.errors import InputError
+from bioknow.render.tokens import LABELS
+from bioknow.stream import eval_batches
+
+VALUES = [LABELS.index(a) for a in ("birth_date", "birth_city", "university", "major", "employer")]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    for variant, n in (("bioS", 60), ("bioS-simple", 100)):
+        dataset.generate(variant, n, 1, root / variant, sample=0)
+    return root
+
+
+def run(data_dir, out, model="gpt2-1-2", exposures=3, **kw):
+    kw.setdefault("batch", 4)
+    kw.setdefault("device", "cpu")
+    return train.train(str(data_dir), model, exposures, out, **kw)
+
+
+def weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_exposure_accounting(data, tmp_path):
+    state = run(data / "bioS", tmp_path / "r", exposures=3, log_every=5)
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    ds = dataset.open_dataset(data / "bioS")
+    per_round = [ds.table.lengths(np.arange(60), r).sum() for r in range(3)]
+    assert state["finished"] and state["tokens"] == config["tokens"] == sum(per_round)
+    assert config["steps"] == -(-config["tokens"] // (4 * 512)) == state["step"]
+    metrics = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == config["steps"] and metrics[-1]["tokens"] == state["tokens"]
+    assert "shortened" in config["warmup_note"]
+    assert config["params"]["P"] < config["params"]["total"]
+    assert (tmp_path / "r" / "model.safetensors").is_file()
+
+
+def test_resume_is_bit_identical(data, tmp_path):
+    whole = run(data / "bioS", tmp_path / "whole", exposures=4, checkpoint_every=3)
+    part = run(data / "bioS", tmp_path / "part", exposures=4, stop_after=5, checkpoint_every=3)
+    assert not part["finished"] and part["step"] == 5
+    assert not (tmp_path / "part" / "model.safetensors").exists()
+    done = train.train(None, None, None, tmp_path / "part", resume=True, device="cpu")
+    assert done["finished"] and done["tokens"] == whole["tokens"]
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "part")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert done["loss"] == whole["loss"]
+
+
+def test_targets_shift_and_mask():
+    tokens = np.arange(12, dtype=np.int32).reshape(2, 6)
+    t = train.targets_of(tokens, valid=9)
+    assert t[0].tolist() == [1, 2, 3, 4, 5, -100]
+    assert t[1].tolist() == [7, 8, -100, -100, -100, -100]
+
+
+def value_loss(run_dir, ds) -> float:
+    """Mean loss per token on the value tokens of every biography (position t scores t+1)."""
+    _, model, _ = train.load_run(run_dir)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for b in eval_batches(ds.table, np.arange(ds.manifest["n"]), 50, 0):
+            logits, _ = model(torch.from_numpy(b.tokens).long())
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].transpose(1, 2),
+                torch.from_numpy(b.tokens[:, 1:]).long(),
+                reduction="none",
+            )
+            wanted = torch.from_numpy(np.isin(b.labels[:, 1:], VALUES))
+            total += float(nll[wanted].sum())
+            count += int(wanted.sum())
+    return total / count
+
+
+def test_a_tiny_gpt2_learns_the_values(data, tmp_path):
+    ds = dataset.open_dataset(data / "bioS-simple")
+    run(
+        data / "bioS-simple",
+        tmp_path / "learn",
+        model="gpt2-2-2",
+        exposures=60,
+        batch=2,
+        lr=3e-3,
+        wd=0.0,
+        log_every=100,
+    )
+    assert value_loss(tmp_path / "learn", ds) < 0.1
+
+
+def test_bad_input(data, tmp_path):
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(data / "bioS"),
+                "--model",
+                "gpt3-1-1",
+                "--exposures",
+                "1",
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "none"),
+                "--model",
+                "gpt2-1-1",
+                "--exposures",
+                "1",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 2
+    )
+    assert cli.main(["train", "--resume", "--out", str(tmp_path / "c")]) == 2
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(data / "bioS"),
+                "--model",
+                "gpt2-1-1",
+                "--exposures",
+                "0",
+                "--out",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 2
+    )
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(InputError):
+        train.place("tpu")
+
+
+def test_every_family_trains_a_step(data, tmp_path):
+    for name in ("llama-1-2", "mistral-1-2", "gpt2-mlp4-1-2", "gpt2-nomlp-1-2", "gpt2-moe-1-2"):
+        state = run(data / "bioS", tmp_path / name, model=name, exposures=1, batch=16)
+        assert state["finished"] and np.isfinite(state["loss"])
+
+
+def test_ddp_two_processes_match_one(data, tmp_path):
+    """torchrun with 2 CPU processes (gloo) and the same global batch gives the weights a
+    single process gives, up to float rounding."""
+    args = [
+        "--data",
+        str(data / "bioS"),
+        "--model",
+        "gpt2-1-2",
+        "--exposures",
+        "2",
+        "--batch",
+        "4",
+        "--device",
+        "cpu",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    single = subprocess.run(
+        [sys.executable, "-m", "bioknow", "train", *args, "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "bioknow",
+            "train",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+    one = json.loads((tmp_path / "one" / "config.json").read_text())
+    two = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert two["world_size"] == 2 and one["steps"] == two["steps"] > 1
