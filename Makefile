@@ -17,9 +17,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
+# The main job end to end, small: 100 people, a tiny GPT-2 trained for 60 exposures on
+# the CPU (about a minute), then how many bits of their knowledge it stores.
 run: install
-	$(BIN)/bioknow generate bioS-simple --n 2000 --seed 0 --out $(DEMO)/data --overwrite
-	$(BIN)/bioknow info $(DEMO)/data
+	$(BIN)/bioknow generate bioS-simple --n 100 --seed 0 --out $(DEMO)/data --overwrite
+	$(BIN)/bioknow train --data $(DEMO)/data --model gpt2-2-2 --exposures 60 \
+		--batch 2 --lr 3e-3 --wd 0 --device cpu --out $(DEMO)/run --overwrite
+	$(BIN)/bioknow eval $(DEMO)/run --device cpu
 
 test: install
 	$(BIN)/python -m pytest
@@ -30,6 +34,9 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/generate.py
+	$(BIN)/python benchmarks/stream.py
+	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/eval.py
 
 clean:
 	rm -rf $(VENV) out

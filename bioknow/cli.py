@@ -70,7 +70,43 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def run_info(run: Path) -> dict:
+    """What a run folder holds: its config, how far it got, and its evaluations."""
+    from bioknow.train import latest_checkpoint
+
+    config = json.loads((run / "config.json").read_text())
+    checkpoint = latest_checkpoint(run)
+    state = json.loads((checkpoint / "state.json").read_text()) if checkpoint else {"step": 0}
+    evals = {p.name: json.loads(p.read_text()) for p in sorted(run.glob("eval*.json"))}
+    return {"path": str(run), "config": config, "state": state, "evals": evals}
+
+
+def run_summary(info: dict) -> str:
+    config, state = info["config"], info["state"]
+    done = "finished" if state.get("finished") else "not finished: continue with --resume"
+    lines = [
+        f"{config['model']['name']} on {config['variant']}(N={config['n']:,}) x "
+        f"{config['exposures']} exposures: {info['path']}",
+        f"  P            {config['params']['P']:,} (total {config['params']['total']:,})",
+        f"  steps        {state['step']:,} of {config['steps']:,} ({done})",
+        f"  recipe       lr {config['lr']:g}, wd {config['wd']:g}, batch {config['batch']}, "
+        f"warmup {config['warmup']} ({config['warmup_note']})",
+    ]
+    if state.get("loss") is not None:
+        lines.append(f"  loss         {state['loss']:.4f} (last logged)")
+    for name, report in info["evals"].items():
+        lines.append(
+            f"  {name:12s} R {report['R']:.4f} of Rmax {report['R_max']:.4f}, "
+            f"bits {report['bits']:,.0f} of {report['bits_max']:,.0f}"
+        )
+    return "\n".join(lines)
+
+
 def cmd_info(args) -> int:
+    if (Path(args.dir) / "config.json").is_file():
+        info = run_info(Path(args.dir))
+        print(json.dumps(info) if args.json else run_summary(info))
+        return 0
     manifest = dataset.read_manifest(args.dir)
     report = dict(manifest, path=str(args.dir))
     if args.verify:
@@ -151,6 +187,82 @@ def cmd_train(args) -> int:
     return 0
 
 
+def people_count(text: str) -> int | None:
+    """--people: "all" (None) or a positive whole number."""
+    if text == "all":
+        return None
+    value = whole_number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--people must be all or a positive number: {text!r}")
+    return value
+
+
+def bits_table(report: dict) -> str:
+    """The evaluation report for people: bits, R against Rmax, per-attribute figures."""
+    who = report.get("model") or report.get("hf_model")
+    head = f"{who} on {report['variant']}(N={report['N']:,})"
+    if "step" in report:
+        head += f", {report['exposures']} exposures, step {report['step']:,} of {report['steps']:,}"
+    lines = [
+        head + f": {report['people']:,} people evaluated",
+        f"  P            {report['P']:,} (total {report['P_total']:,}, "
+        f"non-embedding {report['P_nonembedding']:,})",
+        f"  p1, p2       {report['p1']:.4f}, {report['p2']:.4f} nats per person",
+        f"  bits         {report['bits']:,.0f} of {report['bits_max']:,.0f} "
+        f"(name {report['bits_name']:,.0f} + value {report['bits_value']:,.0f}); "
+        f"clamped {report['bits_clamped']:,.0f}",
+        f"  R            {report['R']:.4f} bits per parameter (clamped {report['R_clamped']:.4f}, "
+        f"Rmax {report['R_max']:.4f})",
+    ]
+    if "R_ci95" in report:
+        lines.append(f"  R 95% CI     {report['R_ci95'][0]:.4f} .. {report['R_ci95'][1]:.4f}")
+    if report.get("quantize", "none") != "none":
+        lines.append(
+            f"  {report['quantize']} ({report['method']}): R {report['before']['R']:.4f} "
+            f"before -> {report['R']:.4f} after"
+        )
+    lines.append(f"  {'attribute':12s} {'bits':>12s} {'loss':>8s} {'accuracy':>9s}")
+    for name, a in report["attributes"].items():
+        bits = f"{a['bits']:,.0f}" if "bits" in a else "(not counted)"
+        lines.append(f"  {name:12s} {bits:>12s} {a['loss']:8.4f} {a['accuracy']:9.3f}")
+    return "\n".join(lines)
+
+
+def cmd_eval(args) -> int:
+    from bioknow import evaluate
+
+    common = dict(
+        people=args.people,
+        seed=args.seed,
+        batch=args.batch,
+        device=args.device,
+        progress=sys.stderr.isatty(),
+    )
+    if args.hf_model:
+        if not args.data or args.run:
+            raise InputError("--hf-model needs --data DIR and no run folder")
+        report = evaluate.evaluate_hf(args.hf_model, args.data, **common)
+    else:
+        if not args.run:
+            raise InputError("eval needs a run folder (or --hf-model PATH --data DIR)")
+        report = evaluate.evaluate_run(
+            args.run, quantize=args.quantize, method=args.method, **common
+        )
+    print(json.dumps(report) if args.json else bits_table(report))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from bioknow import export
+
+    summary = export.export_run(args.run, args.out, overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['class']} with P = {summary['params']['P']:,} written to {args.out}")
+    return 0
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="bioknow", description=__doc__.splitlines()[0] + " See README.md.")
     parser.add_argument("--version", action="version", version=f"bioknow {__version__}")
@@ -190,10 +302,11 @@ def build_parser() -> Parser:
 
     info = commands.add_parser(
         "info",
-        help="what a dataset folder holds and its knowledge bits",
-        description="Summarize a dataset folder: variant, N, knowledge bits, files.",
+        help="what a dataset or run folder holds",
+        description="Summarize a dataset folder (variant, N, knowledge bits, tokens, files) "
+        "or a run folder (model, P, progress, recipe, evaluations).",
     )
-    info.add_argument("dir", help="dataset folder")
+    info.add_argument("dir", help="dataset or run folder")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument(
         "--verify",
@@ -247,6 +360,59 @@ def build_parser() -> Parser:
     )
     tr.add_argument("--json", action="store_true", help="print config and state as JSON")
     tr.set_defaults(func=cmd_train)
+
+    ev = commands.add_parser(
+        "eval",
+        help="how many bits of knowledge a trained model stores",
+        description="Sum per-token losses on the name and value tokens of every biography "
+        "(or a seeded sample, with a bootstrap 95%% interval) and report p1, p2, bits, "
+        "R = bits / P against Rmax, per-attribute bits and greedy-decoding accuracy. "
+        "Writes RUN/eval.json (eval-int8.json, ... with --quantize).",
+    )
+    ev.add_argument("run", nargs="?", help="run folder")
+    ev.add_argument(
+        "--hf-model",
+        metavar="PATH",
+        help="a local transformers causal LM trained on a bioknow corpus, instead of a run",
+    )
+    ev.add_argument("--data", metavar="DIR", help="with --hf-model: the dataset folder")
+    ev.add_argument(
+        "--people",
+        type=people_count,
+        default=None,
+        metavar="all|K",
+        help="evaluate all people (default) or a seeded sample of K",
+    )
+    ev.add_argument("--seed", type=whole_number, default=0, help="sample and bootstrap seed")
+    ev.add_argument(
+        "--quantize",
+        choices=["none", "int8", "int4"],
+        default="none",
+        help="post-training weight quantization (reports R before and after)",
+    )
+    ev.add_argument(
+        "--method",
+        choices=["gptq", "rtn"],
+        default="gptq",
+        help="GPTQ calibrated on 1000 biographies, or round-to-nearest",
+    )
+    ev.add_argument("--batch", type=whole_number, default=64, help="biographies per batch")
+    ev.add_argument("--device", help="cpu, cuda or cuda:K (default: cuda if available)")
+    ev.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    ev.set_defaults(func=cmd_eval)
+
+    ex = commands.add_parser(
+        "export",
+        help="write a finished run as a Hugging Face transformers checkpoint",
+        description="Export a finished run with its tokenizer: gpt2 and gpt2-mlp4 as "
+        "GPTNeoXForCausalLM, llama as LlamaForCausalLM, mistral as MistralForCausalLM. "
+        "AutoModelForCausalLM.from_pretrained(OUT) then gives the same logits.",
+    )
+    ex.add_argument("run", help="run folder")
+    ex.add_argument("--out", required=True, help="output folder")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    ex.add_argument("--json", action="store_true", help="print a JSON summary")
+    ex.set_defaults(func=cmd_export)
 
     cor = commands.add_parser(
         "corpus",

@@ -11,12 +11,14 @@ argmax along it is the value's token, one teacher-forced pass decides it.
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from bioknow import capacity
+from bioknow import atomic, capacity
+from bioknow.errors import InputError
 from bioknow.fields import KNOWLEDGE
 from bioknow.render.tokens import LABEL, FragmentTable
 from bioknow.stream import EVAL_EXPOSURE, eval_batches, sample_people
@@ -142,3 +144,109 @@ def evaluate(
     losses = score(scorer, ds.table, chosen, exposure, batch, device, progress)
     cardinality = {a: ds.fields.cardinality(a) for a in KNOWLEDGE}
     return bios_report(losses, n, ds.fields.n0, cardinality, params, seed)
+
+
+CALIBRATION_PEOPLE = 1000  # biographies GPTQ is calibrated on
+
+
+def calibration_batches(ds, seed: int, batch: int = 64) -> list[torch.Tensor]:
+    """Token batches of a seeded sample of people's units, to calibrate GPTQ on."""
+    people = sample_people(ds.manifest["n"], CALIBRATION_PEOPLE, seed + 1)
+    exposure = EVAL_EXPOSURE + 1 if ds.online else 0
+    return [
+        torch.from_numpy(b.tokens).long() for b in eval_batches(ds.table, people, batch, exposure)
+    ]
+
+
+def eval_file(quantize: str, method: str) -> str:
+    """The run-folder file of one quantization setting."""
+    if quantize == "none":
+        return "eval.json"
+    return f"eval-{quantize}.json" if method == "gptq" else f"eval-{quantize}-{method}.json"
+
+
+def evaluate_run(
+    run,
+    people: int | None = None,
+    seed: int = 0,
+    quantize: str = "none",
+    method: str = "gptq",
+    batch: int = 64,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict:
+    """Evaluate a run's final weights (or its latest checkpoint); with quantization, also
+    the quantized model, reporting R before and after. Writes RUN/eval*.json."""
+    from bioknow import quantize as quantization
+    from bioknow.dataset import open_dataset
+    from bioknow.train import load_run
+
+    if quantize != "none" and quantize not in quantization.BITS:
+        raise InputError(f"unknown --quantize {quantize!r}; choose none, int8 or int4")
+    if method not in quantization.METHODS:
+        raise InputError(f"unknown quantization method {method!r}; choose gptq or rtn")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    config, model, state = load_run(run, device)
+    ds = open_dataset(config["data"])
+    about = {
+        "run": str(run),
+        "model": config["model"]["name"],
+        "variant": config["variant"],
+        "exposures": config["exposures"],
+        "step": state["step"],
+        "steps": config["steps"],
+    }
+    args = dict(people=people, seed=seed, batch=batch, device=device, progress=progress)
+    report = {
+        **evaluate(model_scorer(model), ds, config["params"], **args),
+        **about,
+        "quantize": "none",
+    }
+    if quantize != "none":
+        before = {k: report[k] for k in ("bits", "bits_clamped", "R", "R_clamped")}
+        calibration = None
+        if method == "gptq":
+            calibration = [b.to(device) for b in calibration_batches(ds, seed)]
+        summary = quantization.quantize_(model, quantize, method, calibration)
+        report = {
+            **evaluate(model_scorer(model), ds, config["params"], **args),
+            **about,
+            "quantize": quantize,
+            "method": method,
+            "quantized": summary,
+            "before": before,
+        }
+    atomic.write_json(Path(run) / eval_file(quantize, method), report)
+    return report
+
+
+def evaluate_hf(
+    path,
+    data,
+    people: int | None = None,
+    seed: int = 0,
+    batch: int = 64,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict:
+    """Evaluate a local transformers causal LM trained on a bioknow corpus (with the
+    dataset's tokenizer); P is counted as for bioknow's own models."""
+    from bioknow import export
+    from bioknow.dataset import open_dataset
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ds = open_dataset(data)
+    model, _ = export.load_hf(path, device)
+    params = export.hf_parameter_counts(model, ds.manifest["tokenizer"]["used_ids"])
+    report = evaluate(
+        export.hf_scorer(model),
+        ds,
+        params,
+        people=people,
+        seed=seed,
+        batch=batch,
+        device=device,
+        progress=progress,
+    )
+    report.update(hf_model=str(path), variant=ds.manifest["variant"], quantize="none")
+    return report

@@ -1,0 +1,64 @@
+"""Evaluation speed: people evaluated per second for a model and N.
+
+    python benchmarks/eval.py [--model gpt2-2-2] [--n 2000] [--batch 64] [--device cpu]
+
+Evaluates a model with random weights (speed does not depend on what it knows) on every
+person of a bioS(N) dataset. Prints a summary, then one JSON object as the last line, also
+written to docs/benchmarks/eval.json.
+"""
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import report
+
+from bioknow import dataset, evaluate
+from bioknow.model import ModelConfig, Transformer
+from bioknow.tokenizer import padded_vocab_size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="gpt2-2-2")
+    parser.add_argument("--n", type=float, default=2000, help="people")
+    parser.add_argument("--batch", type=int, default=64, help="biographies per batch")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", help="JSON file (default: docs/benchmarks/eval.json)")
+    args = parser.parse_args()
+    n = int(args.n)
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset.generate("bioS", n, 0, Path(tmp) / "data", sample=0)
+        ds = dataset.open_dataset(Path(tmp) / "data")
+        cfg = ModelConfig.from_name(args.model, padded_vocab_size(ds.tokenizer))
+        model = Transformer(cfg).to(args.device).eval()
+        params = model.parameter_counts(ds.manifest["tokenizer"]["used_ids"])
+        scorer = evaluate.model_scorer(model)
+        evaluate.evaluate(
+            scorer, ds, params, people=args.batch, batch=args.batch, device=args.device
+        )  # warm-up
+        start = time.perf_counter()
+        evaluate.evaluate(scorer, ds, params, batch=args.batch, device=args.device)
+        seconds = time.perf_counter() - start
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    result = {
+        "model": args.model,
+        "n": n,
+        "batch": args.batch,
+        "device": device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "people_per_s": round(n / seconds, 1),
+        "seconds": round(seconds, 3),
+    }
+    summary = (
+        f"{args.model} on bioS({n:,}), {device}: {n / seconds:,.0f} people/s "
+        f"({n / seconds * 60:,.0f} per minute)"
+    )
+    report("eval", result, summary, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Export a finished run as a Hugging Face transformers checkpoint, and score and count
+any local transformers causal LM as bioknow does its own models.
+
+    gpt2-L-H, gpt2-mlp4-L-H   GPTNeoXForCausalLM (sequential residual, full rotary, tied)
+    llama-L-H                 LlamaForCausalLM
+    mistral-L-H               MistralForCausalLM (grouped key/values, no sliding window)
+
+The export folder holds `config.json`, `model.safetensors`, the dataset's tokenizer and
+`bioknow.json` (the run, data and parameter counts it came from); transformers alone loads
+it, and its logits equal bioknow's. gpt2-nomlp and gpt2-moe have no transformers class.
+"""
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from bioknow import atomic
+from bioknow import tokenizer as tokenizers
+from bioknow.errors import InputError
+from bioknow.evaluate import Scorer
+from bioknow.model import ModelConfig, Transformer
+
+# bioknow module names inside a block -> the transformers ones, per family
+_GPT_NEOX_LAYER = {
+    "norm1": "input_layernorm",
+    "norm2": "post_attention_layernorm",
+    "attn.out": "attention.dense",
+    "mlp.fc": "mlp.dense_h_to_4h",
+    "mlp.out": "mlp.dense_4h_to_h",
+}
+_LLAMA_LAYER = {
+    "norm1": "input_layernorm",
+    "norm2": "post_attention_layernorm",
+    "attn.out": "self_attn.o_proj",
+    "mlp.gate": "mlp.gate_proj",
+    "mlp.up": "mlp.up_proj",
+    "mlp.out": "mlp.down_proj",
+}
+
+
+def hf_config(cfg: ModelConfig, eot: int):
+    """The transformers config of the class a bioknow ModelConfig maps to."""
+    from transformers import GPTNeoXConfig, LlamaConfig, MistralConfig
+
+    common = dict(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.mlp_hidden,
+        num_hidden_layers=cfg.n_layer,
+        num_attention_heads=cfg.n_head,
+        max_position_embeddings=cfg.block_size,
+        tie_word_embeddings=cfg.tied,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        dtype="float32",
+    )
+    rope = dict(rope_type="default", rope_theta=cfg.rope_base)
+    if cfg.mlp in ("gelu4", "gelu1"):
+        return GPTNeoXConfig(
+            **common,
+            hidden_act="gelu_pytorch_tanh",  # F.gelu(approximate="tanh"), as bioknow's MLP
+            use_parallel_residual=False,
+            layer_norm_eps=cfg.norm_eps,
+            attention_bias=cfg.bias,
+            rope_parameters=dict(rope, partial_rotary_factor=1.0),
+        )
+    if cfg.mlp == "swiglu":
+        llama = dict(
+            common,
+            num_key_value_heads=cfg.n_kv_head,
+            head_dim=cfg.head_dim,
+            hidden_act="silu",
+            rms_norm_eps=cfg.norm_eps,
+            rope_parameters=rope,
+        )
+        if cfg.family == "mistral":
+            return MistralConfig(**llama, sliding_window=None)
+        return LlamaConfig(**llama, attention_bias=cfg.bias, mlp_bias=cfg.bias)
+    kind = "mixture-of-experts layers" if cfg.mlp == "moe" else "blocks without feed-forward layers"
+    raise InputError(f"model {cfg.name} cannot be exported: no transformers class has {kind}")
+
+
+def hf_state_dict(model: Transformer) -> dict[str, Tensor]:
+    """bioknow's weights under the transformers names (GPT-NeoX or Llama/Mistral layout)."""
+    cfg = model.config
+    neox = cfg.mlp in ("gelu4", "gelu1")
+    base = "gpt_neox" if neox else "model"
+    top = {
+        "wte": f"{base}.embed_in" if neox else f"{base}.embed_tokens",
+        "norm": f"{base}.final_layer_norm" if neox else f"{base}.norm",
+        "lm_head": "lm_head",
+    }
+    layer = _GPT_NEOX_LAYER if neox else _LLAMA_LAYER
+    sizes = [n * cfg.head_dim for n in (cfg.n_head, cfg.n_kv_head, cfg.n_kv_head)]
+    theirs = {}
+    for key, value in model.state_dict().items():
+        module, kind = key.rsplit(".", 1)
+        if not module.startswith("blocks."):
+            theirs[f"{top[module]}.{kind}"] = value
+            continue
+        _, i, name = module.split(".", 2)
+        prefix = f"{base}.layers.{i}"
+        if name != "attn.qkv":
+            theirs[f"{prefix}.{layer[name]}.{kind}"] = value
+        elif neox:  # rows [q | k | v] -> per head [q k v], GPT-NeoX's fused layout
+            per_head = value.view(3, cfg.n_head, cfg.head_dim, -1).transpose(0, 1)
+            theirs[f"{prefix}.attention.query_key_value.{kind}"] = per_head.reshape(value.shape)
+        else:
+            for p, rows in zip("qkv", value.split(sizes), strict=True):
+                theirs[f"{prefix}.self_attn.{p}_proj.{kind}"] = rows
+    return theirs
+
+
+def to_hf(model: Transformer, eot: int):
+    """The transformers causal LM equal to a bioknow Transformer, its weights copied.
+    InputError for the families no transformers class matches."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_config(hf_config(model.config, eot), dtype=torch.float32)
+    hf.load_state_dict(hf_state_dict(model), strict=True)
+    return hf.eval()
+
+
+def hf_tokenizer(tokenizer_file: Path, block_size: int):
+    """The dataset's tokenizer as a transformers fast tokenizer; its end-of-text token is
+    also beginning-of-sequence and padding."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = tokenizers.load(str(tokenizer_file))
+    eot = tok.id_to_token(tokenizers.eot_id(tok))
+    return PreTrainedTokenizerFast(
+        tokenizer_file=str(tokenizer_file),
+        bos_token=eot,
+        eos_token=eot,
+        pad_token=eot,
+        unk_token=None,
+        model_max_length=block_size,
+    )
+
+
+def export_run(run, out, overwrite: bool = False) -> dict:
+    """Write the finished run `run` as a transformers checkpoint in the folder `out`."""
+    from bioknow.train import load_run
+
+    run, out = Path(run), Path(out)
+    if not (run / "model.safetensors").is_file():
+        raise InputError(f"{run}: not a finished bioknow run (no model.safetensors)")
+    atomic.check_target(out, overwrite, "config.json")
+    config, model, _ = load_run(run, "cpu")
+    tokenizer = hf_tokenizer(Path(config["data"]) / "tokenizer.json", model.config.block_size)
+    hf = to_hf(model, tokenizer.eos_token_id)
+    with atomic.new_dir(out, overwrite, marker="config.json") as tmp:
+        hf.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        about = {"run": str(run), "model": model.config.name}
+        about.update((k, config[k]) for k in ("data", "used_ids", "params"))
+        atomic.write_json(tmp / "bioknow.json", about)
+    return {
+        "class": type(hf).__name__,
+        "out": str(out),
+        "params": hf_parameter_counts(hf, config["used_ids"]),
+    }
+
+
+def load_hf(path, device="cpu"):
+    """A local transformers causal LM folder: (model in float32 on `device`, eval mode,
+    tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (Path(path) / "config.json").is_file():
+        raise InputError(f"{path}: not a transformers model folder (no config.json)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # transformers raises many kinds (OSError, ValueError, KeyError...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"cannot load transformers model {str(path)!r}: {first}") from None
+    return model.to(device).eval(), tokenizer
+
+
+def hf_parameter_counts(model, used_ids: int) -> dict[str, int]:
+    """P, total and non-embedding parameters of a transformers causal LM, counted as
+    `Transformer.parameter_counts` counts them (tied weights once)."""
+    embedding = model.get_input_embeddings().weight
+    output = model.get_output_embeddings().weight
+    vocab, d_model = embedding.shape
+    if not 0 <= used_ids <= vocab:
+        raise InputError(f"used token ids must be in 0..{vocab}, not {used_ids}")
+    tied = output is embedding
+    total = sum(p.numel() for p in model.parameters())
+    non_embedding = total - embedding.numel() - (0 if tied else output.numel())
+    return {
+        "P": non_embedding + (1 if tied else 2) * used_ids * d_model,
+        "total": total,
+        "non_embedding": non_embedding,
+    }
+
+
+def hf_scorer(model) -> Scorer:
+    """A transformers causal LM as a scorer: ids [b, L] -> float logits [b, L, V], position
+    t predicting token t + 1 (bf16 autocast on CUDA)."""
+
+    def scorer(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+                return model(input_ids=x.long()).logits.float()
+
+    return scorer

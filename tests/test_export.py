@@ -1,0 +1,198 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from bioknow import dataset, export, train
+from bioknow.errors import InputError
+from bioknow.model import ModelConfig, Transformer
+from bioknow.render.bios import render_people
+from bioknow.tokenizer import eot_id
+
+CLASSES = {"gpt2-1-2": "GPTNeoXForCausalLM", "llama-1-2": "LlamaForCausalLM"}
+CLASSES["mistral-1-4"] = "MistralForCausalLM"
+ODD_TEXT = "Héllo  wörld,\tborn 1999<|endoftext|> Anna"
+
+# Loads each export with transformers alone, in a process where bioknow cannot be imported,
+# and writes the ids of each text and the logits of [end-of-text, first text's ids].
+FRESH = """
+import json, sys
+import numpy as np
+
+class NoBioknow:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "bioknow":
+            raise ImportError("bioknow must not be needed to load an export")
+
+sys.meta_path.insert(0, NoBioknow())
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+job = json.load(open(sys.argv[1]))
+for folder in job["folders"]:
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    texts = [tok(t, add_special_tokens=False)["input_ids"] for t in job["texts"]]
+    ids = [tok.eos_token_id] + texts[0]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits
+    np.save(folder + "/logits.npy", logits.numpy())
+    special = [tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, model.config.eos_token_id]
+    about = {"class": type(model).__name__, "ids": ids, "texts": texts, "special": special}
+    json.dump(about, open(folder + "/fresh.json", "w"))
+"""
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    dataset.generate("bioS", 60, 1, root / "data", sample=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(root):
+    """Each model trained for one exposure, and exported."""
+    summaries = {}
+    for name in CLASSES:
+        train.train(str(root / "data"), name, 1, root / name, batch=4, device="cpu")
+        summaries[name] = export.export_run(root / name, root / "hf" / name)
+    return summaries
+
+
+@pytest.fixture(scope="module")
+def ds(root):
+    return dataset.open_dataset(root / "data")
+
+
+@pytest.fixture(scope="module")
+def texts(ds):
+    return [render_people(ds.population, [0])[0].text, ODD_TEXT]
+
+
+@pytest.fixture(scope="module")
+def fresh(root, runs, texts):
+    """What a fresh process, with transformers and without bioknow, reads of each export."""
+    folders = [str(root / "hf" / name) for name in CLASSES]
+    (root / "job.json").write_text(json.dumps({"folders": folders, "texts": texts}))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+    subprocess.run(
+        [sys.executable, "-c", FRESH, str(root / "job.json")], cwd=root, env=env, check=True
+    )
+    return {
+        name: (json.loads((root / "hf" / name / "fresh.json").read_text()), folder)
+        for name, folder in zip(CLASSES, folders, strict=True)
+    }
+
+
+def bioknow_logits(run, ids: list[list[int]]) -> tuple[dict, torch.Tensor]:
+    config, model, _ = train.load_run(run)
+    with torch.no_grad():
+        return config, model(torch.tensor(ids))[0]
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_fresh_transformers_process_gives_bioknow_logits(root, ds, texts, fresh, name):
+    about, folder = fresh[name]
+    eot = eot_id(ds.tokenizer)
+    expected = [ds.tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
+    assert about["texts"] == expected and eot in expected[1]
+    assert about["ids"] == [eot] + expected[0] and len(about["ids"]) > 30
+    assert about["class"] == CLASSES[name]
+    assert about["special"] == [eot] * 4
+    theirs = np.load(f"{folder}/logits.npy")
+    _, ours = bioknow_logits(root / name, [about["ids"]])
+    assert theirs.dtype == np.float32 and theirs.shape == tuple(ours.shape)
+    np.testing.assert_allclose(theirs, ours.numpy(), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gpt2-1-2", "llama-1-2"])
+def test_parameter_counts_equal_the_runs(root, runs, name):
+    model, _ = export.load_hf(root / "hf" / name)
+    config = json.loads((root / name / "config.json").read_text())
+    counts = export.hf_parameter_counts(model, config["used_ids"])
+    assert counts == runs[name]["params"] == config["params"]
+    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert tied == name.startswith("gpt2")
+    assert runs[name]["class"] == CLASSES[name]
+    about = json.loads((root / "hf" / name / "bioknow.json").read_text())
+    assert about == {
+        "run": str(root / name),
+        "model": name,
+        "data": config["data"],
+        "used_ids": config["used_ids"],
+        "params": config["params"],
+    }
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_hf_scorer_equals_bioknow_logits(root, runs, name):
+    model, _ = export.load_hf(root / "hf" / name)
+    ids = torch.randint(0, 200, (2, 24), generator=torch.Generator().manual_seed(0))
+    config, ours = bioknow_logits(root / name, ids.tolist())
+    theirs = export.hf_scorer(model)(ids)
+    assert theirs.dtype == torch.float32 and theirs.shape == (2, 24, config["model"]["vocab_size"])
+    assert torch.allclose(theirs, ours, atol=1e-4), (theirs - ours).abs().max()
+
+
+@pytest.mark.parametrize("name", ["gpt2-nomlp-1-2", "gpt2-moe-1-2"])
+def test_families_without_a_transformers_class_refuse(name):
+    with torch.device("meta"):
+        model = Transformer(ModelConfig.from_name(name, 64))
+    with pytest.raises(InputError, match=f"{name} cannot be exported"):
+        export.to_hf(model, 0)
+
+
+def test_export_run_refuses_nomlp_and_writes_nothing(root):
+    train.train(str(root / "data"), "gpt2-nomlp-1-2", 1, root / "nomlp", batch=4, device="cpu")
+    with pytest.raises(InputError, match="gpt2-nomlp-1-2 cannot be exported"):
+        export.export_run(root / "nomlp", root / "nomlp-hf")
+    assert not (root / "nomlp-hf").exists()
+    assert [p.name for p in root.iterdir() if p.name.startswith(".nomlp-hf")] == []
+
+
+def test_missing_or_unfinished_run(root, runs, tmp_path):
+    with pytest.raises(InputError, match="not a finished bioknow run"):
+        export.export_run(tmp_path / "nothing", tmp_path / "out")
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(root / "gpt2-1-2", unfinished)
+    (unfinished / "model.safetensors").unlink()
+    with pytest.raises(InputError, match="not a finished bioknow run"):
+        export.export_run(unfinished, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_folder(root, runs, tmp_path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("keep me")
+    for overwrite in (False, True):  # not ours: refused even with overwrite
+        with pytest.raises(InputError):
+            export.export_run(root / "gpt2-1-2", taken, overwrite=overwrite)
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+    again = tmp_path / "again"
+    shutil.copytree(root / "hf" / "llama-1-2", again)
+    (again / "stray.txt").write_text("replaced with the folder")
+    with pytest.raises(InputError, match="not empty"):
+        export.export_run(root / "gpt2-1-2", again)
+    export.export_run(root / "gpt2-1-2", again, overwrite=True)
+    assert json.loads((again / "bioknow.json").read_text())["model"] == "gpt2-1-2"
+    assert not (again / "stray.txt").exists()
+
+
+def test_load_hf_errors(root, runs, tmp_path):
+    with pytest.raises(InputError, match="no config.json"):
+        export.load_hf(tmp_path / "missing")
+    with pytest.raises(InputError, match="no config.json"):
+        export.load_hf(root / "data")
+    broken = tmp_path / "broken"
+    shutil.copytree(root / "hf" / "gpt2-1-2", broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(InputError, match="cannot load transformers model") as error:
+        export.load_hf(broken)
+    assert "\n" not in str(error.value)
