@@ -43,7 +43,8 @@ def summary(manifest: dict, where: str) -> str:
             f"  people       {manifest['n']:,} of N0 = {manifest['n0']:,} possible names",
             f"  per person   log2 S0 = {manifest['log2_s0']:.2f} bits in six attributes",
             f"  knowledge    {bits['total']:,.0f} bits at most "
-            f"({bits['name']:,.0f} in names + {bits['value']:,.0f} in values)",
+            f"({bits['name']:,.0f} in names + {bits['value']:,.0f} in values"
+            + (f" + {bits['diversity']:,.0f} in diversity sets)" if "diversity" in bits else ")"),
             f"  renderings   {shown['kind']}; {shown['stored']:,} stored",
             f"  tokenizer    {tok['source']}: {tok['vocab_size']:,} tokens "
             f"(padded {tok['padded_vocab_size']:,}), {tok['used_ids']:,} used by the corpus",
@@ -62,6 +63,9 @@ def cmd_generate(args) -> int:
         args.out,
         fields_dir=args.fields,
         tokenizer=args.tokenizer,
+        biod={k: getattr(args, k) for k in "kcdlt" if getattr(args, k) is not None} or None,
+        renderings=args.renderings,
+        rewriter=args.rewriter,
         sample=args.sample,
         overwrite=args.overwrite,
         progress=sys.stderr.isatty(),
@@ -161,6 +165,9 @@ def cmd_train(args) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         compile=False if args.no_compile else None,
+        junk_fraction=args.junk_fraction,
+        junk_n=args.junk_n,
+        useful_prefix=args.useful_prefix,
         log_every=args.log_every,
         checkpoint_every=args.checkpoint_every,
         stop_after=args.stop_after,
@@ -207,10 +214,13 @@ def bits_table(report: dict) -> str:
         head + f": {report['people']:,} people evaluated",
         f"  P            {report['P']:,} (total {report['P_total']:,}, "
         f"non-embedding {report['P_nonembedding']:,})",
-        f"  p1, p2       {report['p1']:.4f}, {report['p2']:.4f} nats per person",
+        f"  p1, p2{', p3' if 'p3' in report else '    '}   "
+        + ", ".join(f"{report[p]:.4f}" for p in ("p1", "p2", "p3") if p in report)
+        + " nats per person",
         f"  bits         {report['bits']:,.0f} of {report['bits_max']:,.0f} "
-        f"(name {report['bits_name']:,.0f} + value {report['bits_value']:,.0f}); "
-        f"clamped {report['bits_clamped']:,.0f}",
+        f"(name {report['bits_name']:,.0f} + value {report['bits_value']:,.0f}"
+        + (f" + diversity {report['bits_diversity']:,.0f}" if "bits_diversity" in report else "")
+        + f"); clamped {report['bits_clamped']:,.0f}",
         f"  R            {report['R']:.4f} bits per parameter (clamped {report['R_clamped']:.4f}, "
         f"Rmax {report['R_max']:.4f})",
     ]
@@ -263,6 +273,51 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from bioknow import sweep
+
+    rows = sweep.run_sweep(
+        args.config,
+        args.out,
+        device=args.device,
+        per_gpu=args.per_gpu,
+        progress=sys.stderr.isatty(),
+    )
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    failed = [r for r in rows if r["status"] == "failed"]
+    print(
+        f"{len(rows) - len(failed)} of {len(rows)} results done in {args.out} "
+        f"(runs.parquet, runs.csv)"
+    )
+    for r in rows:
+        if r["status"] == "done" and "R" in r:
+            print(f"  {r['point']} [{r['quantize']}]: R {r['R']:.4f} of Rmax {r['R_max']:.4f}")
+    for r in failed:
+        print(f"  FAILED {r['point']}: {r['error']}")
+    return 1 if failed else 0
+
+
+def cmd_plot(args) -> int:
+    from bioknow import plot
+
+    path = plot.plot(args.dir, args.out, kind=args.kind, dpi=args.dpi)
+    print(json.dumps({"png": str(path), "kind": args.kind}) if args.json else f"wrote {path}")
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from bioknow import fit
+
+    result = fit.fit_all(args.dir, metric=args.metric, against=args.against)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print((Path(args.dir) / "report.md").read_text(), end="")
+    return 0
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="bioknow", description=__doc__.splitlines()[0] + " See README.md.")
     parser.add_argument("--version", action="version", version=f"bioknow {__version__}")
@@ -295,6 +350,26 @@ def build_parser() -> Parser:
         type=whole_number,
         default=dataset.DEFAULT_SAMPLE,
         help="bioS: renderings stored for inspection (default %(default)s)",
+    )
+    for letter, meaning in (
+        ("k", "attributes K"),
+        ("c", "chunks per value C"),
+        ("d", "diversity set size D"),
+        ("l", "tokens per chunk L"),
+        ("t", "alphabet size T"),
+    ):
+        gen.add_argument(f"--{letter}", type=whole_number, help=f"bioD: {meaning}")
+    gen.add_argument(
+        "--renderings",
+        type=whole_number,
+        default=40,
+        help="bioR-style: fixed renderings per person (at most 40)",
+    )
+    gen.add_argument(
+        "--rewriter",
+        metavar="PATH",
+        help="bioR-style: a local transformers "
+        "causal LM that rewrites each biography (kept only if every value is there)",
     )
     gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     gen.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -342,6 +417,24 @@ def build_parser() -> Parser:
     )
     tr.add_argument("--seed", type=whole_number, default=0, help="init and data-order seed")
     tr.add_argument("--device", help="cpu, cuda or cuda:K (default: cuda if available)")
+    tr.add_argument(
+        "--junk-fraction",
+        type=float,
+        metavar="F",
+        help="share F of the 512-token windows filled with junk biographies (SPEC 2.4)",
+    )
+    tr.add_argument(
+        "--junk-n",
+        type=whole_number,
+        metavar="N2",
+        help="people of the junk bioS(N2) population, computed per person, never stored "
+        "(1e8: random junk, 1000: repetitive junk)",
+    )
+    tr.add_argument(
+        "--useful-prefix",
+        metavar="TOKEN",
+        help="a special token (added to the tokenizer) that opens every useful biography",
+    )
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
     tr.add_argument("--overwrite", action="store_true", help="replace an existing run")
     tr.add_argument("--no-compile", action="store_true", help="no torch.compile on CUDA")
@@ -413,6 +506,56 @@ def build_parser() -> Parser:
     ex.add_argument("--overwrite", action="store_true", help="replace an existing export")
     ex.add_argument("--json", action="store_true", help="print a JSON summary")
     ex.set_defaults(func=cmd_export)
+
+    sw = commands.add_parser(
+        "sweep",
+        help="train and evaluate a grid of datasets x models x exposures",
+        description="Run a YAML or JSON grid (datasets, models, exposures, recipe overrides, "
+        "seeds, quantize): datasets are generated once and shared, each point trains and "
+        "evaluates in its own run folder, results go to runs.parquet and runs.csv. Running "
+        "it again skips finished points, resumes interrupted ones and retries failed ones. "
+        "See scripts/sweep-cpu.yaml.",
+    )
+    sw.add_argument("config", help="sweep config (YAML or JSON)")
+    sw.add_argument("--out", required=True, help="sweep folder")
+    sw.add_argument(
+        "--device", choices=["cpu", "cuda"], help="default: one slot per GPU if any, else the CPU"
+    )
+    sw.add_argument("--per-gpu", type=whole_number, default=1, help="runs sharing each GPU")
+    sw.add_argument("--json", action="store_true", help="print the result rows as JSON")
+    sw.set_defaults(func=cmd_sweep)
+
+    pl = commands.add_parser(
+        "plot",
+        help="Figure-1 style plots of a sweep",
+        description="Plot a sweep's runs.parquet. capacity (default): bits stored against P "
+        "on log-log axes, one colour per N, lines at 1 and 2 bits per parameter and each N's "
+        "maximum bits, beside R against P. exposures: R against exposures. architecture: R "
+        "against P per model family. quantized: R against P per quantization setting.",
+    )
+    pl.add_argument("dir", help="sweep folder (holding runs.parquet)")
+    pl.add_argument("--out", required=True, help="PNG file to write")
+    pl.add_argument(
+        "--kind", default="capacity", choices=["capacity", "exposures", "architecture", "quantized"]
+    )
+    pl.add_argument("--dpi", type=whole_number, default=150, help="resolution")
+    pl.add_argument("--json", action="store_true", help="print a JSON summary")
+    pl.set_defaults(func=cmd_plot)
+
+    ft = commands.add_parser(
+        "fit",
+        help="scaling-law fits of a sweep, with bootstrap intervals",
+        description="Fit a sweep's runs.parquet: the capacity law bits = min(R* P, bits_max) "
+        "with each N's peak R; power laws (and with offset) of --metric against --against per "
+        "N; Kaplan's L(N) and L(N, S); Chinchilla's E + A/N^alpha + B/D^beta (summed Huber on "
+        "log residuals, L-BFGS from many starts). 95%% bootstrap intervals; a fit that did "
+        "not converge says so. Writes DIR/fit.json and DIR/report.md.",
+    )
+    ft.add_argument("dir", help="sweep folder (holding runs.parquet)")
+    ft.add_argument("--metric", help="column to fit as a power law (default bits)")
+    ft.add_argument("--against", help="column it is a power of (default P)")
+    ft.add_argument("--json", action="store_true", help="print fit.json's content")
+    ft.set_defaults(func=cmd_fit)
 
     cor = commands.add_parser(
         "corpus",

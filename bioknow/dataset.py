@@ -14,8 +14,9 @@ written last and lists a SHA-256 for every other file.
 import json
 import math
 import platform
+from collections import Counter
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +33,23 @@ from bioknow import tokenizer as tokenizers
 from bioknow.errors import InputError
 from bioknow.fields import KNOWLEDGE, Fields
 from bioknow.population import Population, check_size
-from bioknow.render import Rendering, render_people
+from bioknow.render import Rendering, bior, render_people
+from bioknow.render import biod as biod_module
+from bioknow.render import stored as stored_module
+from bioknow.render.biod import BioDTable
+from bioknow.render.stored import StoredTable
 from bioknow.render.tokens import FragmentTable
 
 FORMAT = "bioknow-dataset/1"
 # variant -> how its renderings are drawn (SPEC section 2.4)
-VARIANTS = {"bioS": "online", "bioS-simple": "one fixed rendering per person"}
+VARIANTS = {
+    "bioS": "online: a fresh rendering at every exposure",
+    "bioS-simple": "one fixed rendering per person",
+    "bioD": "online: a fresh attribute order at every exposure",
+    "bioR-style": "fixed natural renderings per person, used in turn",
+}
+ONLINE = {"bioS", "bioD", "bioR-style"}  # variants whose rendering changes between exposures
+BIOD_KEYS = ("k", "c", "d", "l", "t")
 SHARD_ROWS = 100_000
 DEFAULT_SAMPLE = 1000
 CHECKED_RENDERINGS = 1000  # renderings on which generate checks the tokenizer invariant
@@ -98,19 +110,45 @@ def write_population(population: Population, path: Path, progress: bool) -> None
             w.write_table(population_table(population, start, min(n, start + SHARD_ROWS * 10)))
 
 
+def bior_renderings(
+    population: Population, per_person: int, rewriter, counts: Counter, people: np.ndarray
+) -> list[Rendering]:
+    """bioR-style renderings of people, `per_person` each, person by person; with a
+    rewriter model, its kept rewrites (counted in `counts`) or else the grammar's."""
+    people = np.asarray(people, dtype=np.int64)
+    by_k = []
+    for k in range(per_person):
+        if rewriter:
+            done, tally = bior.rewrite(population, people, rewriter, seed=population.seed + k, k=k)
+            counts.update(tally)
+        else:
+            done = bior.render_people(population, people, k)
+        by_k.append(done)
+    return [by_k[k][i] for i in range(len(people)) for k in range(per_person)]
+
+
+def make_table(variant: str, population: Population, tok: Tokenizer, biod_params=None):
+    """The token table of a variant: bioS fragments, or bioD's chunks."""
+    if variant == "bioD":
+        return BioDTable(population, tok, biod_params)
+    return FragmentTable(population, tok)
+
+
 def write_renderings(
-    population: Population, people: np.ndarray, folder: Path, progress: bool
+    render, people: np.ndarray, folder: Path, progress: bool, collect=None
 ) -> list[str]:
-    """Render `people` (exposure 0) into parquet shards; return their relative paths."""
+    """Render `people` with `render(people) -> renderings` into parquet shards (passing
+    each shard's renderings to `collect`, if given); return their relative paths."""
     count = math.ceil(len(people) / SHARD_ROWS)
     paths = [f"renderings/train-{i:05d}-of-{count:05d}.parquet" for i in range(count)]
     (folder / "renderings").mkdir(exist_ok=True)
     with tqdm(total=len(people), desc="renderings", unit="bio", disable=not progress) as bar:
         for i, rel in enumerate(paths):
             chunk = people[i * SHARD_ROWS : (i + 1) * SHARD_ROWS]
-            pq.write_table(
-                renderings_table(render_people(population, chunk)), folder / rel, compression="zstd"
-            )
+            renderings = render(chunk)
+            pq.write_table(renderings_table(renderings), folder / rel, compression="zstd")
+            if collect is not None:
+                collect(renderings)
             bar.update(len(chunk))
     return paths
 
@@ -170,24 +208,44 @@ def generate(
     sample: int = DEFAULT_SAMPLE,
     overwrite: bool = False,
     progress: bool = False,
+    biod: dict | None = None,
+    renderings: int = bior.RENDERINGS,
+    rewriter: str | None = None,
 ) -> dict:
     """Build the dataset folder `out` and return its manifest. Every input is checked
     before anything is written. `tokenizer`: a name or path; by default the default
-    byte-level BPE is trained on the fields."""
+    byte-level BPE is trained on the fields (bioD adds its T alphabet tokens). `biod`:
+    bioD's K, C, D, L, T as {"k", "c", "d", "l", "t"}. bioR-style: `renderings` per person
+    (at most 40), optionally rewritten by a local transformers model (`rewriter`)."""
     parse_variant(variant)
     if not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise InputError(f"seed must be a whole number in [0, 2^63), got {seed!r}")
     if sample < 0:
         raise InputError(f"--sample must be >= 0, got {sample}")
+    params = None
+    if variant == "bioD":
+        if sorted(biod or {}) != sorted(BIOD_KEYS):
+            raise InputError("bioD needs --k, --c, --d, --l and --t")
+        params = biod_module.BioDParams(**biod)
+        params.check()
+    elif biod:
+        raise InputError("--k, --c, --d, --l and --t belong to bioD")
+    if variant == "bioR-style" and not 1 <= renderings <= bior.RENDERINGS:
+        raise InputError(f"--renderings must be in [1, {bior.RENDERINGS}], got {renderings}")
+    if rewriter and variant != "bioR-style":
+        raise InputError("--rewriter belongs to bioR-style")
     fields = fields_module.load(fields_dir)
     check_size(fields, n)
-    tok = tokenizers.load(tokenizer) if tokenizer else tokenizers.train(fields)
-    stored = n if variant == "bioS-simple" else min(sample, n)
+    if tokenizer:
+        tok = tokenizers.load(tokenizer)
+    else:
+        tok = biod_module.tokenizer(fields, params) if params else tokenizers.train(fields)
+    stored = n if variant in ("bioS-simple", "bioR-style") else min(sample, n)
     out = Path(out)
     atomic.check_target(out, overwrite, "manifest.json")
     population = Population.build(fields, seed, n, progress)
-    table = FragmentTable(population, tok)
-    wrong = table.mismatches(np.arange(min(n, CHECKED_RENDERINGS)), 0)
+    table = None if variant == "bioR-style" else make_table(variant, population, tok, params)
+    wrong = [] if table is None else table.mismatches(np.arange(min(n, CHECKED_RENDERINGS)), 0)
     if wrong:
         raise InputError(
             f"tokenizer {tokenizer or 'default'!r} does not split at template boundaries: "
@@ -197,7 +255,28 @@ def generate(
         fields.write(tmp / "fields")
         atomic.write_bytes(tmp / "tokenizer.json", tok.to_str().encode())
         write_population(population, tmp / "population.parquet", progress)
-        shards = write_renderings(population, np.arange(stored), tmp, progress) if stored else []
+        rewritten = Counter()
+        parts = []
+        if variant == "bioD":
+            render = partial(table.render, exposure=0)
+        elif variant == "bioR-style":
+            render = partial(bior_renderings, population, renderings, rewriter, rewritten)
+        else:
+            render = partial(render_people, population)
+
+        def collect(shard):
+            parts.append(stored_module.tokenize(tok, shard))
+
+        shards = write_renderings(
+            render, np.arange(stored), tmp, progress, collect if variant == "bioR-style" else None
+        )
+        if variant == "bioR-style":
+            tokens = np.concatenate([p[0] for p in parts])
+            labels = np.concatenate([p[1] for p in parts])
+            lengths = np.concatenate([np.diff(p[2]) for p in parts])
+            offsets = np.concatenate([[0], np.cumsum(lengths)])
+            table = StoredTable(population, tok, renderings, tokens, labels, offsets)
+            table.save(tmp)
         manifest = {
             "format": FORMAT,
             "variant": variant,
@@ -206,13 +285,18 @@ def generate(
             "n0": fields.n0,
             "log2_n0": math.log2(fields.n0),
             "log2_s0": fields.log2_s0,
-            "knowledge_bits": capacity.bios_max_bits(n, fields.n0, fields.log2_s0),
+            "knowledge_bits": biod_module.knowledge_bits(n, fields.n0, params)
+            if params
+            else capacity.bios_max_bits(n, fields.n0, fields.log2_s0),
             "attributes": {a: fields.cardinality(a) for a in KNOWLEDGE},
+            **({"biod": params.as_dict()} if params else {}),
+            **({"renderings_per_person": renderings} if variant == "bioR-style" else {}),
+            **({"rewriter": {"model": str(rewriter), **rewritten}} if rewriter else {}),
             "templates": {s: len(t) for s, t in fields.templates.items()},
             "renderings": {"kind": VARIANTS[variant], "stored": stored, "shards": shards},
             "tokenizer": {
                 "source": tokenizer or f"default byte-level BPE ({tokenizers.DEFAULT_VOCAB})",
-                **token_stats(table, online=variant == "bioS"),
+                **token_stats(table, online=variant in ONLINE),
             },
             "versions": versions(),
         }
@@ -273,12 +357,17 @@ class Dataset:
 
     @property
     def online(self) -> bool:
-        """Whether every exposure renders afresh (bioS) or repeats one rendering."""
-        return self.manifest["variant"] == "bioS"
+        """Whether every exposure renders afresh (bioS, bioD) or repeats one rendering."""
+        return self.manifest["variant"] in ONLINE
 
     @cached_property
     def table(self) -> FragmentTable:
-        return FragmentTable(self.population, self.tokenizer)
+        if self.manifest["variant"] == "bioR-style":
+            per_person = self.manifest["renderings_per_person"]
+            return StoredTable.load(self.path, self.population, self.tokenizer, per_person)
+        biod = self.manifest.get("biod")
+        params = biod_module.BioDParams(**biod) if biod else None
+        return make_table(self.manifest["variant"], self.population, self.tokenizer, params)
 
 
 def open_dataset(folder) -> Dataset:

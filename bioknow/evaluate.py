@@ -25,6 +25,7 @@ from bioknow.stream import EVAL_EXPOSURE, eval_batches, sample_people
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 ATTRIBUTES = (*KNOWLEDGE, "work_city")  # gender first; work city last, outside the sum
+SCORED = (*ATTRIBUTES, "chunk_first", "chunk")  # loss columns; the last two are bioD's
 BOOTSTRAP = 1000
 
 
@@ -37,13 +38,13 @@ def score(
     device="cpu",
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Per person: the name's loss sum, each attribute's loss sum and whether greedy
-    decoding gets it exactly right (columns in ATTRIBUTES order)."""
+    """Per person: the name's loss sum, and for each column of SCORED (gender: the first
+    pronoun) the loss sum and whether greedy decoding gets all of it exactly right."""
     n = len(people)
     name = np.zeros(n)
-    value = np.zeros((n, len(ATTRIBUTES)))
-    correct = np.zeros((n, len(ATTRIBUTES)), dtype=bool)
-    label_ids = torch.tensor([LABEL[a] for a in ATTRIBUTES], device=device)
+    value = np.zeros((n, len(SCORED)))
+    correct = np.zeros((n, len(SCORED)), dtype=bool)
+    label_ids = torch.tensor([LABEL[a] for a in SCORED], device=device)
     done = 0
     with tqdm(total=n, desc="eval", unit="person", disable=not progress) as bar:
         for rows in eval_batches(table, people, batch, exposure):
@@ -66,35 +67,45 @@ def score(
     return {"name": name, "value": value, "correct": correct}
 
 
-def bios_report(
-    losses: dict, n: int, n0: int, cardinality: dict[str, int], params: dict, seed: int = 0
-) -> dict:
-    """bits, R and Rmax (Def. 4.3) from per-person losses; with a 95% bootstrap interval
-    when the people are a sample of the N."""
-    log2_s0 = sum(math.log2(cardinality[a]) for a in KNOWLEDGE)
-    knowledge = losses["value"][:, : len(KNOWLEDGE)].sum(1)
-    p1, p2 = float(losses["name"].mean()), float(knowledge.mean())
-    result = capacity.bios(n, n0, log2_s0, p1, p2, params["P"])
+def _report(result: dict, losses: dict, n: int, params: dict, p: dict) -> dict:
+    """The fields every report shares (DESIGN section 4)."""
     report = {
         "N": n,
         "people": len(losses["name"]),
         "P": params["P"],
         "P_total": params["total"],
         "P_nonembedding": params["non_embedding"],
-        "p1": p1,
-        "p2": p2,
-        "bits_name": result["terms"]["name"],
-        "bits_value": result["terms"]["value"],
-        "bits": result["bits"],
-        "bits_max": result["bits_max"],
-        "R": result["R"],
-        "R_max": result["R_max"],
-        "bits_name_clamped": result["terms_clamped"]["name"],
-        "bits_value_clamped": result["terms_clamped"]["value"],
-        "bits_clamped": result["bits_clamped"],
-        "R_clamped": result["R_clamped"],
-        "attributes": {},
+        **p,
     }
+    for term, bits in result["terms"].items():
+        report[f"bits_{term}"] = bits
+        report[f"bits_{term}_clamped"] = result["terms_clamped"][term]
+    for key in ("bits", "bits_max", "R", "R_max", "bits_clamped", "R_clamped"):
+        report[key] = result[key]
+    return report
+
+
+def _interval(report: dict, people: int, ratio, seed: int) -> None:
+    """A 95% bootstrap interval of R (and bits) over the evaluated people, when they are
+    a sample of the N; `ratio(indices)` recomputes R on a resample."""
+    if people < report["N"]:
+        draws = np.random.default_rng(seed).integers(0, people, size=(BOOTSTRAP, people))
+        low, high = np.percentile([ratio(d) for d in draws], [2.5, 97.5])
+        report["R_ci95"] = [float(low), float(high)]
+        report["bits_ci95"] = [float(low * report["P"]), float(high * report["P"])]
+
+
+def bios_report(
+    losses: dict, n: int, n0: int, cardinality: dict[str, int], params: dict, seed: int = 0
+) -> dict:
+    """bits, R and Rmax of bioS (Def. 4.3) from per-person losses, per-attribute bits and
+    accuracy; a bootstrap interval when the people are a sample of the N."""
+    log2_s0 = sum(math.log2(cardinality[a]) for a in KNOWLEDGE)
+    knowledge = losses["value"][:, : len(KNOWLEDGE)].sum(1)
+    p1, p2 = float(losses["name"].mean()), float(knowledge.mean())
+    result = capacity.bios(n, n0, log2_s0, p1, p2, params["P"])
+    report = _report(result, losses, n, params, {"p1": p1, "p2": p2})
+    report["attributes"] = {}
     for j, attribute in enumerate(ATTRIBUTES):
         loss = float(losses["value"][:, j].mean())
         entry = {"loss": loss, "accuracy": float(losses["correct"][:, j].mean())}
@@ -102,18 +113,49 @@ def bios_report(
             bits = n * (math.log2(cardinality[attribute]) - loss / capacity.LN2)
             entry.update(bits=bits, bits_clamped=max(0.0, bits))
         report["attributes"][attribute] = entry
-    if len(losses["name"]) < n:
-        rng = np.random.default_rng(seed)
-        draws = rng.integers(0, len(knowledge), size=(BOOTSTRAP, len(knowledge)))
-        ratios = [
-            capacity.bios(
-                n, n0, log2_s0, losses["name"][d].mean(), knowledge[d].mean(), params["P"]
-            )["R"]
-            for d in draws
-        ]
-        low, high = np.percentile(ratios, [2.5, 97.5])
-        report["R_ci95"] = [float(low), float(high)]
-        report["bits_ci95"] = [float(low * params["P"]), float(high * params["P"])]
+
+    def ratio(d):
+        return capacity.bios(
+            n, n0, log2_s0, losses["name"][d].mean(), knowledge[d].mean(), params["P"]
+        )["R"]
+
+    _interval(report, len(knowledge), ratio, seed)
+    return report
+
+
+def biod_report(losses: dict, n: int, n0: int, biod: dict, params: dict, seed: int = 0) -> dict:
+    """bits, R and Rmax of bioD (Def. 4.1): p2 sums each value's C chunks, p3 its first
+    chunk, both averaged over people and the K attributes."""
+    k = biod["k"]
+    first = losses["value"][:, SCORED.index("chunk_first")]
+    values = first + losses["value"][:, SCORED.index("chunk")]
+    p = {
+        "p1": float(losses["name"].mean()),
+        "p2": float(values.mean()) / k,
+        "p3": float(first.mean()) / k,
+    }
+    shape = [biod[key] for key in ("k", "c", "d", "l", "t")]
+    result = capacity.biod(n, n0, *shape, p["p1"], p["p2"], p["p3"], params["P"])
+    report = _report(result, losses, n, params, p)
+    report["attributes"] = {
+        "values": {
+            "loss": float(values.mean()) / k,
+            "accuracy": float((losses["correct"][:, -2] & losses["correct"][:, -1]).mean()),
+        }
+    }
+
+    def ratio(d):
+        return capacity.biod(
+            n,
+            n0,
+            *shape,
+            losses["name"][d].mean(),
+            values[d].mean() / k,
+            first[d].mean() / k,
+            params["P"],
+        )["R"]
+
+    _interval(report, len(values), ratio, seed)
     return report
 
 
@@ -136,12 +178,16 @@ def evaluate(
     batch: int = 64,
     device="cpu",
     progress: bool = False,
+    table=None,
 ) -> dict:
-    """The bits report of a scorer on a dataset: every person, or a seeded sample."""
+    """The bits report of a scorer on a dataset: every person, or a seeded sample. `table`:
+    the units to score (default the dataset's; a run with a useful prefix has its own)."""
     n = ds.manifest["n"]
     chosen = sample_people(n, people, seed)
     exposure = EVAL_EXPOSURE if ds.online else 0  # bioS: fresh renderings; else the stored one
-    losses = score(scorer, ds.table, chosen, exposure, batch, device, progress)
+    losses = score(scorer, table or ds.table, chosen, exposure, batch, device, progress)
+    if ds.manifest["variant"] == "bioD":
+        return biod_report(losses, n, ds.fields.n0, ds.manifest["biod"], params, seed)
     cardinality = {a: ds.fields.cardinality(a) for a in KNOWLEDGE}
     return bios_report(losses, n, ds.fields.n0, cardinality, params, seed)
 
@@ -149,13 +195,11 @@ def evaluate(
 CALIBRATION_PEOPLE = 1000  # biographies GPTQ is calibrated on
 
 
-def calibration_batches(ds, seed: int, batch: int = 64) -> list[torch.Tensor]:
+def calibration_batches(ds, table, seed: int, batch: int = 64) -> list[torch.Tensor]:
     """Token batches of a seeded sample of people's units, to calibrate GPTQ on."""
     people = sample_people(ds.manifest["n"], CALIBRATION_PEOPLE, seed + 1)
     exposure = EVAL_EXPOSURE + 1 if ds.online else 0
-    return [
-        torch.from_numpy(b.tokens).long() for b in eval_batches(ds.table, people, batch, exposure)
-    ]
+    return [torch.from_numpy(b.tokens).long() for b in eval_batches(table, people, batch, exposure)]
 
 
 def eval_file(quantize: str, method: str) -> str:
@@ -179,7 +223,7 @@ def evaluate_run(
     the quantized model, reporting R before and after. Writes RUN/eval*.json."""
     from bioknow import quantize as quantization
     from bioknow.dataset import open_dataset
-    from bioknow.train import load_run
+    from bioknow.train import load_run, run_table
 
     if quantize != "none" and quantize not in quantization.BITS:
         raise InputError(f"unknown --quantize {quantize!r}; choose none, int8 or int4")
@@ -196,7 +240,10 @@ def evaluate_run(
         "step": state["step"],
         "steps": config["steps"],
     }
-    args = dict(people=people, seed=seed, batch=batch, device=device, progress=progress)
+    table = run_table(config, ds)
+    args = dict(
+        people=people, seed=seed, batch=batch, device=device, progress=progress, table=table
+    )
     report = {
         **evaluate(model_scorer(model), ds, config["params"], **args),
         **about,
@@ -206,7 +253,7 @@ def evaluate_run(
         before = {k: report[k] for k in ("bits", "bits_clamped", "R", "R_clamped")}
         calibration = None
         if method == "gptq":
-            calibration = [b.to(device) for b in calibration_batches(ds, seed)]
+            calibration = [b.to(device) for b in calibration_batches(ds, table, seed)]
         summary = quantization.quantize_(model, quantize, method, calibration)
         report = {
             **evaluate(model_scorer(model), ds, config["params"], **args),

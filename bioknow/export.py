@@ -149,6 +149,8 @@ def export_run(run, out, overwrite: bool = False) -> dict:
         raise InputError(f"{run}: not a finished bioknow run (no model.safetensors)")
     atomic.check_target(out, overwrite, "config.json")
     config, model, _ = load_run(run, "cpu")
+    if config.get("useful_prefix"):
+        raise InputError(f"{run}: a run with a useful-data prefix token cannot be exported")
     tokenizer = hf_tokenizer(Path(config["data"]) / "tokenizer.json", model.config.block_size)
     hf = to_hf(model, tokenizer.eos_token_id)
     with atomic.new_dir(out, overwrite, marker="config.json") as tmp:

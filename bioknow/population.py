@@ -32,14 +32,20 @@ CODE_DTYPES = {
 }
 
 
-def person_codes(fields: Fields, seed: int, people: np.ndarray) -> dict[str, np.ndarray]:
-    """The codes of the given people (indices into a population of any size <= N0):
-    "name" in [0, N0) and one code per knowledge attribute."""
+def person_code(fields: Fields, seed: int, key: str, people: np.ndarray) -> np.ndarray:
+    """One code of the given people (indices into a population of any size <= N0):
+    "name" in [0, N0), or a knowledge attribute's value code."""
     people = np.asarray(people, dtype=np.int64)
-    codes = {"name": keyed.permute(people, fields.n0, seed, NAME_STREAM)}
-    for attribute, stream in ATTRIBUTE_STREAMS.items():
-        codes[attribute] = keyed.uniform_int(fields.cardinality(attribute), seed, stream, people)
-    return {k: v.astype(CODE_DTYPES[k]) for k, v in codes.items()}
+    if key == "name":
+        code = keyed.permute(people, fields.n0, seed, NAME_STREAM)
+    else:
+        code = keyed.uniform_int(fields.cardinality(key), seed, ATTRIBUTE_STREAMS[key], people)
+    return code.astype(CODE_DTYPES[key])
+
+
+def person_codes(fields: Fields, seed: int, people: np.ndarray) -> dict[str, np.ndarray]:
+    """Every code of the given people."""
+    return {key: person_code(fields, seed, key, people) for key in CODE_DTYPES}
 
 
 def check_size(fields: Fields, n: int) -> None:
@@ -73,6 +79,13 @@ class Population:
                 codes[k][start:stop] = v
         return cls(fields=fields, seed=seed, codes=codes)
 
+    @classmethod
+    def virtual(cls, fields: Fields, seed: int, n: int) -> "Population":
+        """A population whose codes are computed per person when asked for and never
+        stored: constant memory whatever N (junk data uses N = 1e8)."""
+        check_size(fields, n)
+        return cls(fields=fields, seed=seed, codes=_ComputedCodes(fields, seed, n))
+
     def name_parts(self, i: int) -> tuple[str, str, str]:
         """(first, middle, last) of person i."""
         n_middle, n_last = (len(self.fields.lists[k]) for k in ("middle_names", "last_names"))
@@ -94,3 +107,26 @@ class Population:
         """(subject, possessive, object) pronouns of person i."""
         g = int(self.codes["gender"][i])
         return SUBJECT[g], POSSESSIVE[g], OBJECT[g]
+
+
+class _ComputedColumn:
+    """One code column of a virtual population: `column[people]` computes it."""
+
+    def __init__(self, fields: Fields, seed: int, key: str, n: int):
+        self.fields, self.seed, self.key, self.n = fields, seed, key, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, people) -> np.ndarray:
+        people = np.asarray(people)
+        if people.size and (people.min() < 0 or people.max() >= self.n):
+            raise IndexError(f"person outside [0, {self.n})")
+        return person_code(self.fields, self.seed, self.key, people)
+
+
+class _ComputedCodes(dict):
+    """The code columns of a virtual population."""
+
+    def __init__(self, fields: Fields, seed: int, n: int):
+        super().__init__({k: _ComputedColumn(fields, seed, k, n) for k in CODE_DTYPES})

@@ -23,6 +23,7 @@ from bioknow.render.tokens import FragmentTable, Units
 WINDOW = 512
 ROUND_STREAM = 30
 EVAL_EXPOSURE = 2**40  # the key of bioS evaluation renderings: never a training round
+JUNK_STREAM = 31
 CHUNK = 1 << 15  # people assembled at a time
 
 
@@ -39,10 +40,57 @@ class Position:
 @dataclass
 class Batch:
     step: int
-    tokens: np.ndarray  # [B, window] int32; after `valid` tokens (row-major): end-of-text
+    tokens: np.ndarray  # [B, window] int32; each row's padding is end-of-text
     labels: np.ndarray  # [B, window] uint8 label ids of render.tokens.LABELS
-    valid: int
-    end: Position  # where the next batch starts: save it to resume
+    lengths: np.ndarray  # [B] tokens of each row before its padding
+    end: Position  # where the (useful) stream goes on after this batch: save it to resume
+    junk: np.ndarray | None = None  # [B] bool: rows of junk data (mixtures only)
+
+    @property
+    def valid(self) -> int:
+        return int(self.lengths.sum())
+
+
+def pack(tokens: np.ndarray, labels: np.ndarray, rows: int, window: int, pad: int):
+    """Cut a run of tokens into `rows` windows, row-major, padding the rest: the
+    [rows, window] tokens and labels, and each row's length."""
+    out = np.full(rows * window, pad, dtype=np.int32)
+    out_labels = np.zeros(rows * window, dtype=np.uint8)
+    out[: len(tokens)], out_labels[: len(tokens)] = tokens, labels
+    lengths = np.clip(len(tokens) - np.arange(rows) * window, 0, window)
+    return out.reshape(rows, window), out_labels.reshape(rows, window), lengths
+
+
+class Cursor:
+    """Reads a training stream from a position on, any number of tokens at a time."""
+
+    def __init__(self, stream: "TrainStream", start: Position):
+        self.stream, self.chunks = stream, stream.chunks(start)
+        self._next()
+        self.at = start.offset if self.units is not None else 0
+
+    def _next(self) -> None:
+        self.round, self.lo, self.units = next(self.chunks, (self.stream.exposures, 0, None))
+        self.at = 0
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next n tokens and their labels (fewer only at the end of the stream)."""
+        tokens, labels = [np.zeros(0, np.int32)], [np.zeros(0, np.uint8)]
+        while n > 0 and self.units is not None:
+            stop = min(self.at + n, len(self.units.tokens))
+            tokens.append(self.units.tokens[self.at : stop])
+            labels.append(self.units.labels[self.at : stop])
+            n, self.at = n - (stop - self.at), stop
+            if self.at == len(self.units.tokens):
+                self._next()
+        return np.concatenate(tokens), np.concatenate(labels)
+
+    @property
+    def position(self) -> Position:
+        if self.units is None:
+            return Position(self.stream.exposures, 0)
+        u = int(np.searchsorted(self.units.offsets, self.at, side="right")) - 1
+        return Position(self.round, self.lo + u, self.at - int(self.units.offsets[u]))
 
 
 class TrainStream:
@@ -100,12 +148,15 @@ class TrainStream:
 
     def position_at(self, step: int) -> Position:
         """Where batch `step` begins."""
-        target = step * self.batch * self.window
+        return self.position_of(step * self.batch * self.window)
+
+    def position_of(self, token: int) -> Position:
+        """Where the stream's token number `token` is."""
         ends = np.cumsum(self.round_tokens)
-        r = int(np.searchsorted(ends, target, side="right"))
+        r = int(np.searchsorted(ends, token, side="right"))
         if r >= self.exposures:
             return Position(self.exposures, 0)
-        within = target - (int(ends[r - 1]) if r else 0)
+        within = token - (int(ends[r - 1]) if r else 0)
         cumulative = np.cumsum(self.round_lengths(r))
         index = int(np.searchsorted(cumulative, within, side="right"))
         return Position(r, index, within - (int(cumulative[index - 1]) if index else 0))
@@ -122,30 +173,100 @@ class TrainStream:
 
     def batches(self, start_step: int = 0, start: Position | None = None) -> Iterator[Batch]:
         """Batches from `start_step` (at `start`, if known, else computed) to the end."""
-        start = start or self.position_at(start_step)
-        need = self.batch * self.window
-        chunks = self.chunks(start)
-        r, lo, units = next(chunks, (self.exposures, 0, None))
-        cursor = int(units.offsets[0]) + start.offset if units is not None else 0
+        cursor = Cursor(self, start or self.position_at(start_step))
         for step in range(start_step, self.steps):
-            tokens = np.full(need, self.table.eot, dtype=np.int32)
-            labels = np.zeros(need, dtype=np.uint8)
-            filled = 0
-            while filled < need and units is not None:
-                take = min(need - filled, len(units.tokens) - cursor)
-                tokens[filled : filled + take] = units.tokens[cursor : cursor + take]
-                labels[filled : filled + take] = units.labels[cursor : cursor + take]
-                filled, cursor = filled + take, cursor + take
-                if cursor == len(units.tokens):
-                    r, lo, units = next(chunks, (self.exposures, 0, None))
-                    cursor = 0
-            if units is None:
-                end = Position(self.exposures, 0)
-            else:
-                u = int(np.searchsorted(units.offsets, cursor, side="right")) - 1
-                end = Position(r, lo + u, cursor - int(units.offsets[u]))
-            shape = (self.batch, self.window)
-            yield Batch(step, tokens.reshape(shape), labels.reshape(shape), filled, end)
+            tokens, labels = cursor.take(self.batch * self.window)
+            packed = pack(tokens, labels, self.batch, self.window, self.table.eot)
+            yield Batch(step, *packed, cursor.position)
+
+
+class JunkSource:
+    """Junk windows: biographies of a bioS(N') population that is computed per person and
+    never stored (SPEC section 2.4, junk data). Junk window m is a pure function of m:
+    units of people drawn with replacement, keyed by (m, j), cut at the window's end."""
+
+    def __init__(self, fields, tokenizer, seed: int, n: int, window: int = WINDOW):
+        from bioknow.population import Population
+
+        self.table = FragmentTable(Population.virtual(fields, seed, n), tokenizer)
+        self.seed, self.n, self.window = seed, n, window
+
+    def windows(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Junk windows number m: tokens and labels, [len(m), window]."""
+        m = np.asarray(m, dtype=np.int64)
+        tokens = np.zeros((len(m), self.window), dtype=np.int32)
+        labels = np.zeros((len(m), self.window), dtype=np.uint8)
+        filled = np.zeros(len(m), dtype=np.int64)
+        per_round = self.window // 32 + 2  # units drawn per window and round; ~70 tokens each
+        for first in range(0, 1 << 20, per_round):
+            short = np.flatnonzero(filled < self.window)
+            if not len(short):
+                return tokens, labels
+            j = np.arange(first, first + per_round)
+            key = (m[short, None] << 20) + j  # unit j of window m
+            people = keyed.uniform_int(self.n, self.seed, JUNK_STREAM, key).ravel()
+            units = self.table.assemble(people, key.ravel())
+            for row, w in enumerate(short):
+                a = int(units.offsets[row * per_round])
+                b = int(units.offsets[(row + 1) * per_round])
+                take = min(self.window - filled[w], b - a)
+                tokens[w, filled[w] : filled[w] + take] = units.tokens[a : a + take]
+                labels[w, filled[w] : filled[w] + take] = units.labels[a : a + take]
+                filled[w] += take
+        raise RuntimeError("junk units too short to fill a window")
+
+
+class MixedStream:
+    """Useful and junk windows: window w is junk when floor((w + 1) F) > floor(w F), so
+    the first W windows hold floor(W F) junk ones; each window is all useful or all junk.
+    Exposures count the useful data only: the run ends with its last useful window."""
+
+    def __init__(self, useful: TrainStream, junk: JunkSource, fraction: float):
+        if not 0 <= fraction < 1:
+            raise ValueError("the junk fraction must be in [0, 1)")
+        self.useful, self.junk, self.fraction = useful, junk, fraction
+        self.batch, self.window = useful.batch, useful.window
+        useful_windows = math.ceil(useful.total_tokens / self.window)
+        self.windows = max(0, math.floor(useful_windows / (1 - fraction)) - 2)
+        while self.windows - self.junk_before(self.windows) < useful_windows:
+            self.windows += 1
+
+    def junk_before(self, w):
+        return np.floor(np.asarray(w) * self.fraction).astype(np.int64)
+
+    @property
+    def table(self) -> FragmentTable:
+        return self.useful.table
+
+    @property
+    def total_tokens(self) -> int:
+        return self.useful.total_tokens
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(self.windows / self.batch)
+
+    def position_at(self, step: int) -> Position:
+        w = step * self.batch
+        return self.useful.position_of((w - int(self.junk_before(w))) * self.window)
+
+    def batches(self, start_step: int = 0, start: Position | None = None) -> Iterator[Batch]:
+        cursor = Cursor(self.useful, start or self.position_at(start_step))
+        for step in range(start_step, self.steps):
+            w = np.arange(step * self.batch, (step + 1) * self.batch)
+            junk = (self.junk_before(w + 1) > self.junk_before(w)) & (w < self.windows)
+            useful = ~junk & (w < self.windows)
+            tokens = np.full((self.batch, self.window), self.useful.table.eot, dtype=np.int32)
+            labels = np.zeros((self.batch, self.window), dtype=np.uint8)
+            lengths = np.zeros(self.batch, dtype=np.int64)
+            rows = int(useful.sum())
+            taken, taken_labels = cursor.take(rows * self.window)
+            packed = pack(taken, taken_labels, rows, self.window, self.useful.table.eot)
+            tokens[useful], labels[useful], lengths[useful] = packed
+            if junk.any():
+                tokens[junk], labels[junk] = self.junk.windows(self.junk_before(w[junk]))
+                lengths[junk] = self.window
+            yield Batch(step, tokens, labels, lengths, cursor.position, junk)
 
 
 @dataclass

@@ -54,9 +54,19 @@ def train(fields: Fields, vocab_size: int = DEFAULT_VOCAB) -> Tokenizer:
         show_progress=False,
     )
     tokenizer.train_from_iterator(training_text(fields), trainer)
-    short = -tokenizer.get_vocab_size() % VOCAB_MULTIPLE
-    tokenizer.add_special_tokens([f"<|unused{i}|>" for i in range(short)])
-    return tokenizer
+    return with_special(tokenizer, [])
+
+
+def with_special(tokenizer: Tokenizer, tokens: list[str]) -> Tokenizer:
+    """A copy of the tokenizer with these special tokens added, its vocabulary padded
+    with unused special tokens to a multiple of 64."""
+    out = Tokenizer.from_str(tokenizer.to_str())
+    out.add_special_tokens(tokens)
+    short = -out.get_vocab_size(with_added_tokens=True) % VOCAB_MULTIPLE
+    taken = out.get_vocab(with_added_tokens=True)
+    unused = (f"<|unused{i}|>" for i in range(len(taken) + short))
+    out.add_special_tokens([t for t in unused if t not in taken][:short])
+    return out
 
 
 def load(name_or_path: str) -> Tokenizer:

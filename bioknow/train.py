@@ -31,10 +31,12 @@ from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
 from bioknow import atomic, recipe
+from bioknow import tokenizer as tokenizers
 from bioknow.dataset import open_dataset, versions
 from bioknow.errors import InputError
 from bioknow.model import ModelConfig, Transformer
-from bioknow.stream import WINDOW, Position, TrainStream
+from bioknow.render.tokens import FragmentTable
+from bioknow.stream import WINDOW, JunkSource, MixedStream, Position, TrainStream
 from bioknow.tokenizer import padded_vocab_size
 
 FORMAT = "bioknow-run/1"
@@ -73,60 +75,83 @@ def place(device: str | None) -> Placement:
     return Placement(rank, world, torch.device(device))
 
 
+def run_table(config: dict, ds) -> FragmentTable:
+    """The fragment table a run trains and is evaluated on: the dataset's, or with the
+    run's useful-data prefix as a special token opening every unit."""
+    prefix = config.get("useful_prefix")
+    if prefix is None:
+        return ds.table
+    return FragmentTable(ds.population, tokenizers.with_special(ds.tokenizer, [prefix]), prefix)
+
+
+def training_stream(config: dict, ds) -> TrainStream | MixedStream:
+    """The exposure-exact stream of a run, mixed with junk windows if it has junk."""
+    table = run_table(config, ds)
+    stream = TrainStream(table, config["exposures"], config["batch"], config["seed"], ds.online)
+    junk = config.get("junk")
+    if junk is None:
+        return stream
+    source = JunkSource(ds.fields, table.tokenizer, junk["seed"], junk["n"], stream.window)
+    return MixedStream(stream, source, junk["fraction"])
+
+
 def resolve_config(
-    data: str,
-    model_name: str,
-    exposures: int,
-    batch,
-    lr,
-    wd,
-    warmup,
-    seed: int,
-    device: torch.device,
-    compile: bool | None,
-    world: int,
+    data: str, model_name: str, exposures: int, options: dict, device: torch.device, world: int
 ) -> dict:
-    """Everything a run is, resolved from the arguments, the dataset and the recipe."""
+    """Everything a run is, resolved from the arguments (options: batch, lr, wd, warmup,
+    seed, compile, junk_fraction, junk_n, useful_prefix), the dataset and the recipe."""
     ds = open_dataset(data)
     if exposures < 1:
         raise InputError(f"--exposures must be >= 1, got {exposures}")
-    cfg = ModelConfig.from_name(model_name, padded_vocab_size(ds.tokenizer))
-    rec = recipe.default(ds.manifest["n"], exposures)
-    rec = dataclasses.replace(
-        rec, **{k: v for k, v in (("lr", lr), ("wd", wd), ("batch", batch)) if v is not None}
-    )
+    overrides = {k: options.get(k) for k in ("lr", "wd", "batch") if options.get(k) is not None}
+    rec = dataclasses.replace(recipe.default(ds.manifest["n"], exposures), **overrides)
     if rec.batch < 1 or rec.batch % world:
         raise InputError(f"batch {rec.batch} must be positive and divisible by {world} ranks")
-    stream = TrainStream(ds.table, exposures, rec.batch, seed, ds.online)
-    warm, note = recipe.warmup_steps(stream.steps, warmup)
-    used = ds.manifest["tokenizer"]["used_ids"]
+    fraction, junk_n = options.get("junk_fraction") or 0.0, options.get("junk_n")
+    if not 0 <= fraction < 1:
+        raise InputError(f"--junk-fraction must be in [0, 1), got {fraction}")
+    if fraction and not (junk_n and 1 <= junk_n <= ds.fields.n0):
+        raise InputError(f"--junk-fraction needs --junk-n N' in [1, {ds.fields.n0}]")
+    prefix = options.get("useful_prefix")
+    if prefix is not None and (not prefix or prefix in ds.tokenizer.get_vocab()):
+        raise InputError(f"--useful-prefix must be a new token, not {prefix!r}")
     cuda = device.type == "cuda"
-    return {
+    compile = options.get("compile")
+    config = {
         "format": FORMAT,
         "data": str(Path(data).resolve()),
         "data_manifest_sha256": atomic.sha256(Path(data) / "manifest.json"),
         "variant": ds.manifest["variant"],
         "n": ds.manifest["n"],
+        "exposures": exposures,
+        "batch": rec.batch,
+        "window": WINDOW,
+        "seed": options.get("seed", 0),
+        "junk": {"fraction": fraction, "n": junk_n, "seed": ds.manifest["seed"] + 1}
+        if fraction
+        else None,
+        "useful_prefix": prefix,
+    }
+    stream = training_stream(config, ds)
+    cfg = ModelConfig.from_name(model_name, padded_vocab_size(stream.table.tokenizer))
+    used = ds.manifest["tokenizer"]["used_ids"] + (prefix is not None)
+    warm, note = recipe.warmup_steps(stream.steps, options.get("warmup"))
+    return {
+        **config,
         "model": dataclasses.asdict(cfg),
         "params": Transformer(cfg).parameter_counts(used),
         "used_ids": used,
         "flops_per_token": cfg.flops_per_token(WINDOW),
-        "exposures": exposures,
-        "batch": rec.batch,
-        "window": WINDOW,
         "steps": stream.steps,
         "tokens": stream.total_tokens,
         "lr": rec.lr,
         "wd": rec.wd,
         "warmup": warm,
         "warmup_note": note,
-        "recipe": rec.source
-        if (lr, wd, batch) == (None, None, None)
-        else f"{rec.source}, overridden by the arguments",
+        "recipe": rec.source + (", overridden by the arguments" if overrides else ""),
         "betas": list(recipe.BETAS),
         "eps": recipe.EPS,
         "min_lr_ratio": recipe.MIN_LR_RATIO,
-        "seed": seed,
         "device": device.type,
         "precision": "bf16 autocast" if cuda else "float32",
         "compile": cuda if compile is None else compile,
@@ -164,12 +189,11 @@ def optimizer_step(model, opt, x, y, lr: float, scale: float = 1.0) -> torch.Ten
     return loss.detach()
 
 
-def targets_of(tokens: np.ndarray, valid: int) -> np.ndarray:
-    """Position t predicts token t+1 of the same window; padding and the last position
-    of each window predict nothing."""
-    b, w = tokens.shape
-    real = (np.arange(b * w) < valid).reshape(b, w)
-    targets = np.full((b, w), IGNORE, dtype=np.int64)
+def targets_of(tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Position t predicts token t+1 of the same window; padding (beyond each row's
+    length) and the last position of each window predict nothing."""
+    real = np.arange(tokens.shape[1]) < np.asarray(lengths)[:, None]
+    targets = np.full(tokens.shape, IGNORE, dtype=np.int64)
     targets[:, :-1] = np.where(real[:, 1:], tokens[:, 1:], IGNORE)
     return targets
 
@@ -243,6 +267,9 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     compile: bool | None = None,
+    junk_fraction: float | None = None,
+    junk_n: int | None = None,
+    useful_prefix: str | None = None,
     log_every: int = 50,
     checkpoint_every: int = 1000,
     stop_after: int | None = None,
@@ -261,23 +288,22 @@ def train(
         atomic.check_target(run, overwrite, "config.json")
         if overwrite and where.writer:
             shutil.rmtree(run, ignore_errors=True)
-        config = resolve_config(
-            data,
-            model_name,
-            exposures,
-            batch,
-            lr,
-            wd,
-            warmup,
-            seed,
-            where.device,
-            compile,
-            where.world,
+        options = dict(
+            batch=batch,
+            lr=lr,
+            wd=wd,
+            warmup=warmup,
+            seed=seed,
+            compile=compile,
+            junk_fraction=junk_fraction,
+            junk_n=junk_n,
+            useful_prefix=useful_prefix,
         )
+        config = resolve_config(data, model_name, exposures, options, where.device, where.world)
     ds = open_dataset(config["data"])
     if atomic.sha256(Path(config["data"]) / "manifest.json") != config["data_manifest_sha256"]:
         raise InputError(f"{config['data']}: the dataset changed since the run started")
-    stream = TrainStream(ds.table, config["exposures"], config["batch"], config["seed"], ds.online)
+    stream = training_stream(config, ds)
 
     torch.manual_seed(config["seed"])
     raw = Transformer(ModelConfig(**config["model"])).to(where.device)
@@ -285,7 +311,8 @@ def train(
     state = {
         "step": 0,
         "position": dataclasses.asdict(Position(0, 0)),
-        "tokens": 0,
+        "tokens": 0,  # useful tokens: exposures count these alone
+        "junk_tokens": 0,
         "finished": False,
         "loss": None,
     }
@@ -322,11 +349,16 @@ def train(
     )
 
     steps, start_step = config["steps"], state["step"]
+    seconds_before = state.get("seconds", 0.0)  # training time of earlier invocations
     # the loss since the last metrics line, carried through checkpoints (rank 0 holds it)
     pending = state.get("pending", [0.0, 0]) if where.writer else [0.0, 0]
     loss_sum = torch.tensor(pending[0], dtype=torch.float32, device=where.device)
     counted = pending[1]
-    started, tokens_at_log, time_at_log = time.perf_counter(), state["tokens"], time.perf_counter()
+
+    def seen() -> int:  # tokens processed, useful and junk
+        return state["tokens"] + state.get("junk_tokens", 0)
+
+    started, tokens_at_log, time_at_log = time.perf_counter(), seen(), time.perf_counter()
     bar = tqdm(
         total=steps,
         initial=start_step,
@@ -338,7 +370,7 @@ def train(
         batches = stream.batches(start_step, start=Position(**state["position"]))
         for batch in batches:
             step = batch.step
-            targets = targets_of(batch.tokens, batch.valid)
+            targets = targets_of(batch.tokens, batch.lengths)
             total = int((targets != IGNORE).sum())
             mine = int((targets[rows] != IGNORE).sum())
             x, y = (
@@ -351,10 +383,13 @@ def train(
             loss = optimizer_step(model, opt, x, y, lr, mine * where.world / max(total, 1))
             loss_sum += loss * mine
             counted += mine
+            junk = int(batch.lengths[batch.junk].sum()) if batch.junk is not None else 0
             state.update(
                 step=step + 1,
                 position=dataclasses.asdict(batch.end),
-                tokens=state["tokens"] + batch.valid,
+                tokens=state["tokens"] + batch.valid - junk,
+                junk_tokens=state.get("junk_tokens", 0) + junk,
+                seconds=seconds_before + time.perf_counter() - started,
             )
             last = step + 1 == steps
             if (step + 1) % log_every == 0 or last:
@@ -366,11 +401,12 @@ def train(
                     counted = int(counts.item())
                 now = time.perf_counter()
                 state["loss"] = float(mean.item()) / max(counted, 1)
-                rate = (state["tokens"] - tokens_at_log) / (now - time_at_log)
+                rate = (seen() - tokens_at_log) / (now - time_at_log)
                 metrics.append(
                     {
                         "step": step + 1,
                         "tokens": state["tokens"],
+                        "junk_tokens": state["junk_tokens"],
                         "loss": state["loss"],
                         "lr": opt.param_groups[0]["lr"],
                         "tokens_per_s": rate,
@@ -379,7 +415,7 @@ def train(
                 )
                 bar.set_postfix(loss=f"{state['loss']:.4f}", tok_s=f"{rate:,.0f}")
                 loss_sum.zero_()
-                counted, tokens_at_log, time_at_log = 0, state["tokens"], now
+                counted, tokens_at_log, time_at_log = 0, seen(), now
             bar.update(1)
             stop = stop_after is not None and step + 1 - start_step >= stop_after
             if where.world == 1:

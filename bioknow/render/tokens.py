@@ -7,7 +7,8 @@ sentence template becomes a *program*: a fixed-width row of piece ids, with nega
 entries standing for the person's slots (name parts, pronouns, the value). Assembling
 thousands of biographies is then array gathers, never a Python loop per token.
 
-A *unit* is one exposure: the end-of-text token followed by the biography.
+A *unit* is one exposure: the end-of-text token followed by the biography (with a run's
+useful-data prefix token between them, when it has one).
 """
 
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from bioknow.population import Population
 from bioknow.render.bios import choices, render_people
 from bioknow.tokenizer import encode, eot_id
 
-LABELS = ("other", "name", "gender", *SENTENCES)  # label id = index
+# label id = index; bioD values: "chunk_first" (a value's first chunk), "chunk" (the others)
+LABELS = ("other", "name", "gender", *SENTENCES, "chunk_first", "chunk")
 LABEL = {name: i for i, name in enumerate(LABELS)}
 
 # Slot columns of a person's slot table; a program refers to column c as -(c + 1).
@@ -49,7 +51,7 @@ class Units:
 class FragmentTable:
     """Pieces (token runs with a label) and the programs of every sentence template."""
 
-    def __init__(self, population: Population, tokenizer: Tokenizer):
+    def __init__(self, population: Population, tokenizer: Tokenizer, prefix: str | None = None):
         fields = population.fields
         self.population, self.tokenizer = population, tokenizer
         texts: list[str] = ["", ""]  # piece 0: empty; piece 1: end-of-text (set below)
@@ -69,9 +71,10 @@ class FragmentTable:
         self.middle = add([" " + s for s in fields.lists["middle_names"]], "name")
         self.last = add([" " + s for s in fields.lists["last_names"]], "name")
         self.value = [add([" " + v for v in fields.values(s)], s) for s in SENTENCES]
+        opening = [1] if prefix is None else [1, add([prefix], "other")]  # piece 1: end-of-text
 
         literal: dict[str, int] = {}
-        width = max(4 + len(t.parts) for ts in fields.templates.values() for t in ts)
+        width = len(opening) + max(3 + len(t.parts) for ts in fields.templates.values() for t in ts)
         most = max(len(ts) for ts in fields.templates.values())
         # programs[sentence, template, later]: later = 0 when the sentence opens the unit
         # (end-of-text and the full name), 1 otherwise (a pronoun subject)
@@ -96,7 +99,7 @@ class FragmentTable:
                         }[text]
                         refs.append(-(column + 1))
                 for later, subject in ((0, [FIRST, MIDDLE, LAST]), (1, [SUBJECT_SLOT])):
-                    row = [1] if later == 0 else []  # piece 1: end-of-text
+                    row = opening.copy() if later == 0 else []
                     for ref in refs:
                         row += [-(c + 1) for c in subject] if ref is None else [ref]
                     self.programs[j, t, later, : len(row)] = row
@@ -109,6 +112,7 @@ class FragmentTable:
         self.pool = np.array([i for x in ids for i in x], dtype=np.int32)
         self.label = np.array(labels, dtype=np.uint8)
         self.pool_label = np.repeat(self.label, self.length)  # the label of each pool token
+        self.opening_length = int(self.length[opening].sum())  # end-of-text (and prefix)
 
     def slots(self, people: np.ndarray) -> np.ndarray:
         """The piece of every slot for each person: [len(people), N_SLOTS]."""
@@ -187,13 +191,14 @@ class FragmentTable:
     @cached_property
     def base_length(self) -> np.ndarray:
         """Per person, the part of a unit's length that no rendering choice changes:
-        end-of-text, the name and the six values, less the pronoun the name replaces."""
+        the opening (end-of-text, and the prefix if any), the name and the six values, less
+        the pronoun the name replaces."""
         out = np.empty(len(self.population), dtype=np.int32)
         for start in range(0, len(out), 1 << 20):
             people = np.arange(start, min(len(out), start + (1 << 20)))
             slot_length = self.length[self.slots(people)]
             fixed = slot_length[:, [FIRST, MIDDLE, LAST, *range(VALUE, N_SLOTS)]].sum(1)
-            out[people] = 1 + fixed - slot_length[:, SUBJECT_SLOT]
+            out[people] = self.opening_length + fixed - slot_length[:, SUBJECT_SLOT]
         return out
 
     @cached_property

@@ -1,0 +1,355 @@
+"""Sweeps: a grid of datasets x models x exposures x recipes x seeds, trained and evaluated.
+
+    DIR/sweep.json           the resolved grid (what each point is)
+    DIR/data/ID/             datasets, shared by the runs that use them
+    DIR/runs/ID/             one run folder per point (train + eval*.json)
+    DIR/logs/ID.log          what the point's commands printed
+    DIR/runs.parquet, .csv   one row per (point, quantization): every eval field, the
+                             resolved config, wall time and tokens/s
+
+Each point runs `bioknow train` and `bioknow eval` as subprocesses, so a failure stays in
+its point and GPUs are placed with CUDA_VISIBLE_DEVICES: one slot per GPU (or `per_gpu`
+slots sharing one), or one slot on the CPU. Running the sweep again skips finished points,
+resumes interrupted ones, and tries failed ones again; a point that fails twice in a row
+is reported as failed.
+"""
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import yaml
+from tqdm import tqdm
+
+from bioknow import atomic, dataset
+from bioknow.errors import InputError
+from bioknow.evaluate import eval_file
+from bioknow.model import ModelConfig
+from bioknow.train import latest_checkpoint
+
+DATASET_KEYS = {"variant", "n", "seed", "k", "c", "d", "l", "t", "renderings"}
+RECIPE_KEYS = {"lr", "wd", "batch", "warmup"}
+TOP_KEYS = {"datasets", "models", "exposures", "seeds", "recipe", "quantize", "eval", "train"}
+ATTEMPTS = 2
+
+
+@dataclass
+class Point:
+    """One run of the grid."""
+
+    id: str
+    data: dict  # generate arguments: variant, n, seed
+    model: str
+    exposures: int
+    seed: int
+    recipe: dict = field(default_factory=dict)
+
+    @property
+    def data_id(self) -> str:
+        extra = "".join(
+            f"-{k}{self.data[k]}" for k in sorted(self.data) if k not in ("variant", "n", "seed")
+        )
+        return f"{self.data['variant']}-n{self.data['n']}-s{self.data.get('seed', 0)}{extra}"
+
+
+def _grid(spec: dict, keys: set[str], where: str) -> list[dict]:
+    """Expand a mapping whose values may be lists into every combination."""
+    unknown = set(spec) - keys
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    names = sorted(spec)
+    values = [v if isinstance(v, list) else [v] for v in (spec[k] for k in names)]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _listed(config: dict, key: str, default=None) -> list:
+    value = config.get(key, default)
+    if value is None:
+        raise InputError(f"sweep config: {key!r} is required")
+    return value if isinstance(value, list) else [value]
+
+
+def load_config(path) -> dict:
+    """A YAML or JSON grid (JSON is YAML), checked."""
+    try:
+        config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise InputError(f"{path}: unreadable sweep config ({str(e).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: a sweep config is a mapping (datasets, models, exposures, ...)")
+    unknown = set(config) - TOP_KEYS
+    if unknown:
+        raise InputError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    return config
+
+
+def points(config: dict) -> list[Point]:
+    """Every point of the grid, with a readable, unique id."""
+    datasets = [
+        d for spec in _listed(config, "datasets") for d in _grid(spec, DATASET_KEYS, "datasets")
+    ]
+    for d in datasets:
+        if "variant" not in d or "n" not in d:
+            raise InputError("sweep config: every dataset needs variant and n")
+        d["n"] = int(float(d["n"]))
+    recipes = _grid(config.get("recipe") or {}, RECIPE_KEYS, "recipe")
+    out = []
+    for data, model, exposures, seed, rec in itertools.product(
+        datasets,
+        _listed(config, "models"),
+        _listed(config, "exposures"),
+        _listed(config, "seeds", [0]),
+        recipes,
+    ):
+        point = Point("", data, str(model), int(float(exposures)), int(seed), rec)
+        extra = "".join(
+            f"-{k}{v:g}" if isinstance(v, float) else f"-{k}{v}" for k, v in sorted(rec.items())
+        )
+        point.id = f"{point.data_id}__{model}__e{point.exposures}__seed{seed}{extra}"
+        out.append(point)
+    for model in {p.model for p in out}:
+        ModelConfig.from_name(model, 64)  # a misspelt model fails before anything runs
+    if len({p.id for p in out}) != len(out):
+        raise InputError("sweep config: the grid repeats a point")
+    return out
+
+
+def slots(device: str, per_gpu: int) -> list[dict]:
+    """The environment of each worker slot: one per GPU (x per_gpu), or the CPU."""
+    if device == "cpu":
+        return [{"CUDA_VISIBLE_DEVICES": ""}]
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if gpus == 0:
+        if device == "cuda":
+            raise InputError("--device cuda asked for, but no GPU is visible")
+        return [{"CUDA_VISIBLE_DEVICES": ""}]
+    return [{"CUDA_VISIBLE_DEVICES": str(g)} for g in range(gpus) for _ in range(per_gpu)]
+
+
+def quantize_settings(config: dict) -> list[str]:
+    settings = _listed(config, "quantize", ["none"])
+    if "none" not in settings:
+        settings = ["none", *settings]
+    return settings
+
+
+def point_done(run: Path, quantize: list[str]) -> bool:
+    names = [eval_file(q, "gptq") for q in quantize]
+    return (run / "model.safetensors").is_file() and all((run / n).is_file() for n in names)
+
+
+def commands(point: Point, sweep: Path, config: dict) -> list[list[str]]:
+    """The bioknow commands of one point: train (or resume), then each evaluation."""
+    run = sweep / "runs" / point.id
+    bioknow = [sys.executable, "-m", "bioknow"]
+    train_options = {**(config.get("train") or {}), **point.recipe}
+    if (run / "config.json").is_file():
+        train = [*bioknow, "train", "--resume", "--out", str(run)]
+    else:
+        train = [
+            *bioknow,
+            "train",
+            "--data",
+            str(sweep / "data" / point.data_id),
+            "--model",
+            point.model,
+            "--exposures",
+            str(point.exposures),
+            "--seed",
+            str(point.seed),
+            "--out",
+            str(run),
+        ]
+        for key, value in sorted(train_options.items()):
+            flag = f"--{key.replace('_', '-')}"
+            if value is True:
+                train.append(flag)
+            elif value is not False and value is not None:
+                train += [flag, str(value)]
+    out = [] if (run / "model.safetensors").is_file() else [train]
+    evaluation = config.get("eval") or {}
+    for q in quantize_settings(config):
+        if not (run / eval_file(q, "gptq")).is_file():
+            cmd = [*bioknow, "eval", str(run), "--quantize", q]
+            if evaluation.get("people", "all") != "all":
+                cmd += ["--people", str(evaluation["people"])]
+            out.append(cmd)
+    return out
+
+
+def run_point(point: Point, sweep: Path, config: dict, env: dict) -> str | None:
+    """Run a point's commands (retrying once); None when done, else the error."""
+    log = sweep / "logs" / f"{point.id}.log"
+    error = None
+    for _ in range(ATTEMPTS):
+        error = None
+        for cmd in commands(point, sweep, config):
+            with open(log, "a") as f:
+                f.write(f"$ {' '.join(cmd)}\n")
+                f.flush()
+                done = subprocess.run(
+                    cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **env}
+                )
+            if done.returncode != 0:
+                error = f"{cmd[3]} exited with status {done.returncode} (see {log})"
+                break
+        if error is None:
+            return None
+    return error
+
+
+def row(point: Point, sweep: Path, quantize: str, error: str | None) -> dict:
+    """One results row: the point, the resolved config, the eval report, speed."""
+    run = sweep / "runs" / point.id
+    out = {
+        "point": point.id,
+        "status": "failed" if error else "done",
+        "error": error,
+        "variant": point.data["variant"],
+        "n": point.data["n"],
+        "data_seed": point.data.get("seed", 0),
+        "exposures": point.exposures,
+        "model": point.model,
+        "seed": point.seed,
+        "quantize": quantize,
+    }
+    if (run / "config.json").is_file():
+        config = json.loads((run / "config.json").read_text())
+        model = config["model"]
+        out.update(
+            family=model["family"],
+            n_layer=model["n_layer"],
+            n_head=model["n_head"],
+            d_model=model["d_model"],
+            batch=config["batch"],
+            lr=config["lr"],
+            wd=config["wd"],
+            warmup=config["warmup"],
+            steps=config["steps"],
+            tokens=config["tokens"],
+            config=json.dumps(config),
+        )
+        checkpoint = latest_checkpoint(run)
+        if checkpoint is not None:
+            state = json.loads((checkpoint / "state.json").read_text())
+            seconds = state.get("seconds")
+            out.update(
+                final_loss=state.get("loss"),
+                wall_s=seconds,
+                tokens_per_s=state["tokens"] / seconds if seconds else None,
+            )
+    report_file = run / eval_file(quantize, "gptq")
+    if report_file.is_file():
+        report = json.loads(report_file.read_text())
+        for key, value in report.items():
+            if key == "attributes":
+                for attribute, figures in value.items():
+                    for name, number in figures.items():
+                        out[f"{attribute}_{name}"] = number
+            elif key == "before":
+                out.update({f"{k}_before": v for k, v in value.items()})
+            elif isinstance(value, (int, float, str)) and key not in out:
+                out[key] = value
+            elif isinstance(value, list) and key.endswith("_ci95"):
+                out[f"{key}_low"], out[f"{key}_high"] = value
+    return out
+
+
+def write_table(sweep: Path, rows: list[dict]) -> None:
+    """runs.parquet and runs.csv, each written under a temporary name and renamed."""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    table = pa.table({c: pa.array([r.get(c) for r in rows]) for c in columns})
+    for name, write in (("runs.parquet", pq.write_table), ("runs.csv", pacsv.write_csv)):
+        tmp = sweep / f".{name}.partial"
+        write(table, tmp)
+        os.replace(tmp, sweep / name)
+
+
+def run_sweep(
+    config_path, out, device: str | None = None, per_gpu: int = 1, progress: bool = False
+) -> list[dict]:
+    """Run (or continue) the sweep of `config_path` in `out`; return the results rows."""
+    config = load_config(config_path)
+    grid = points(config)
+    sweep = Path(out)
+    previous = sweep / "sweep.json"
+    resolved = {"config": config, "points": [p.__dict__ for p in grid]}
+    if previous.is_file() and json.loads(previous.read_text())["config"] != config:
+        raise InputError(f"{sweep}: holds a sweep of another config (use a new --out)")
+    if per_gpu < 1:
+        raise InputError(f"--per-gpu must be >= 1, got {per_gpu}")
+    device = device or "auto"
+    workers = slots(device, per_gpu)
+    for folder in ("data", "runs", "logs"):
+        (sweep / folder).mkdir(parents=True, exist_ok=True)
+    atomic.write_json(previous, resolved)
+
+    for spec in {p.data_id: p.data for p in grid}.items():
+        data_id, data = spec
+        if not (sweep / "data" / data_id / "manifest.json").is_file():
+            biod = {k: data[k] for k in dataset.BIOD_KEYS if k in data} or None
+            extra = {"renderings": data["renderings"]} if "renderings" in data else {}
+            dataset.generate(
+                data["variant"],
+                data["n"],
+                data.get("seed", 0),
+                sweep / "data" / data_id,
+                sample=0,
+                overwrite=True,
+                biod=biod,
+                **extra,
+            )
+
+    quantize = quantize_settings(config)
+    errors: dict[str, str | None] = {}
+    pending = [p for p in grid if not point_done(sweep / "runs" / p.id, quantize)]
+    lock = threading.Lock()
+    bar = tqdm(
+        total=len(grid),
+        initial=len(grid) - len(pending),
+        desc="sweep",
+        unit="run",
+        disable=not progress,
+    )
+
+    def worker(env: dict) -> None:
+        while True:
+            with lock:
+                if not pending:
+                    return
+                point = pending.pop(0)
+            error = run_point(point, sweep, config, env)
+            with lock:
+                errors[point.id] = error
+                bar.update(1)
+                bar.set_postfix(failed=sum(e is not None for e in errors.values()))
+
+    threads = [threading.Thread(target=worker, args=(env,), daemon=True) for env in workers]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bar.close()
+    rows = [row(p, sweep, q, errors.get(p.id)) for p in grid for q in quantize]
+    write_table(sweep, rows)
+    atomic.write_json(
+        sweep / "sweep.json",
+        {
+            **resolved,
+            "seconds": time.perf_counter() - started,
+            "failed": [k for k, v in errors.items() if v],
+        },
+    )
+    return rows

@@ -1,0 +1,111 @@
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from bioknow import cli, sweep, train
+from bioknow.errors import InputError
+
+GRID = {
+    "datasets": [{"variant": "bioS-simple", "n": 30, "seed": 0}],
+    "models": ["gpt2-1-1", "gpt2-1-2"],
+    "exposures": 2,
+    "recipe": {"batch": 2},
+    "train": {"device": "cpu"},
+}
+
+
+def write(tmp_path, config, name="grid.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    config = write(root, GRID)
+    assert cli.main(["sweep", str(config), "--out", str(root / "s")]) == 0
+    return root
+
+
+def test_grid_runs_end_to_end(done):
+    rows = pq.read_table(done / "s" / "runs.parquet").to_pylist()
+    assert [r["model"] for r in rows] == ["gpt2-1-1", "gpt2-1-2"]
+    for r in rows:
+        assert r["status"] == "done" and r["quantize"] == "none"
+        assert r["R"] < r["R_max"] and 0 <= r["R_clamped"] and r["bits_max"] > 0 < r["P"]
+        assert r["tokens_per_s"] > 0 and r["wall_s"] > 0 and r["steps"] > 0
+        assert json.loads(r["config"])["model"]["name"] == r["model"]
+        assert "birth_date_accuracy" in r
+    assert (done / "s" / "runs.csv").read_text().startswith('"point","status"')
+    assert len(list((done / "s" / "data").iterdir())) == 1  # one dataset, shared
+
+
+def test_a_second_run_skips_finished_points(done):
+    logs = {p.name: p.read_text() for p in (done / "s" / "logs").iterdir()}
+    rows = sweep.run_sweep(done / "grid.yaml", done / "s")
+    assert {p.name: p.read_text() for p in (done / "s" / "logs").iterdir()} == logs
+    assert [r["status"] for r in rows] == ["done", "done"]
+
+
+def test_an_interrupted_point_resumes(tmp_path):
+    config = write(tmp_path, {**GRID, "models": ["gpt2-1-1"]})
+    point = sweep.points(sweep.load_config(config))[0]
+    out = tmp_path / "s"
+    (out / "data").mkdir(parents=True)
+    from bioknow import dataset
+
+    dataset.generate("bioS-simple", 30, 0, out / "data" / point.data_id, sample=0)
+    train.train(
+        str(out / "data" / point.data_id),
+        "gpt2-1-1",
+        2,
+        out / "runs" / point.id,
+        batch=2,
+        device="cpu",
+        stop_after=1,
+    )
+    rows = sweep.run_sweep(config, out)
+    assert rows[0]["status"] == "done"
+    assert "--resume" in (out / "logs" / f"{point.id}.log").read_text()
+
+
+def test_failed_points_are_retried_once_then_reported(tmp_path):
+    config = write(tmp_path, {**GRID, "models": ["gpt2-1-1"], "train": {"device": "cuda:7"}})
+    rows = sweep.run_sweep(config, tmp_path / "s")
+    assert rows[0]["status"] == "failed" and "train exited with status 2" in rows[0]["error"]
+    log = (tmp_path / "s" / "logs" / f"{rows[0]['point']}.log").read_text()
+    assert log.count("$ ") == sweep.ATTEMPTS
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"models": ["gpt9-1-1"]}, "gpt2-L-H"),
+        ({"colour": "red"}, "unknown key"),
+        ({"datasets": [{"variant": "bioS", "n": 10, "size": 3}]}, "unknown key"),
+        ({"recipe": {"momentum": 0.9}}, "unknown key"),
+        ({"models": ["gpt2-1-1", "gpt2-1-1"]}, "repeats a point"),
+    ],
+)
+def test_bad_configs(tmp_path, change, message):
+    with pytest.raises(InputError, match=message):
+        sweep.points({**GRID, **change}) if "colour" not in change else sweep.load_config(
+            write(tmp_path, {**GRID, **change})
+        )
+
+
+def test_another_config_in_the_same_folder_is_refused(done, tmp_path):
+    other = write(tmp_path, {**GRID, "exposures": 3})
+    with pytest.raises(InputError, match="another config"):
+        sweep.run_sweep(other, done / "s")
+
+
+def test_plot_kinds_match_the_cli():
+    from bioknow import plot
+
+    kinds = cli.build_parser()._subparsers._group_actions[0].choices["plot"]
+    choices = next(a.choices for a in kinds._actions if a.dest == "kind")
+    assert tuple(choices) == plot.KINDS
