@@ -127,6 +127,16 @@ def bior_renderings(
     return [by_k[k][i] for i in range(len(people)) for k in range(per_person)]
 
 
+DIVERSITY_PEOPLE = 300  # people whose renderings the bioR-style diversity report covers
+
+
+def bior_diversity(population: Population, per_person: int) -> dict:
+    """Sentence skeletons and lengths of the first people's bioR-style renderings."""
+    people = np.arange(min(len(population), DIVERSITY_PEOPLE))
+    sample = [r for k in range(per_person) for r in bior.render_people(population, people, k)]
+    return {"people": len(people), **bior.diversity(sample)}
+
+
 def make_table(variant: str, population: Population, tok: Tokenizer, biod_params=None):
     """The token table of a variant: bioS fragments, or bioD's chunks."""
     if variant == "bioD":
@@ -290,7 +300,14 @@ def generate(
             else capacity.bios_max_bits(n, fields.n0, fields.log2_s0),
             "attributes": {a: fields.cardinality(a) for a in KNOWLEDGE},
             **({"biod": params.as_dict()} if params else {}),
-            **({"renderings_per_person": renderings} if variant == "bioR-style" else {}),
+            **(
+                {
+                    "renderings_per_person": renderings,
+                    "diversity": bior_diversity(population, renderings),
+                }
+                if variant == "bioR-style"
+                else {}
+            ),
             **({"rewriter": {"model": str(rewriter), **rewritten}} if rewriter else {}),
             "templates": {s: len(t) for s, t in fields.templates.items()},
             "renderings": {"kind": VARIANTS[variant], "stored": stored, "shards": shards},

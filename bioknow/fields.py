@@ -135,9 +135,11 @@ class Fields:
             path.write_text(text, encoding="utf-8", newline="\n")
 
 
-def _read_lines(path: Path) -> list[str]:
+def read_lines(path: Path, what: str = "fields file") -> list[str]:
+    """The lines of a one-item-per-line UTF-8 file (CRLF tolerated); a missing file, a
+    blank line or stray white space at either end is an InputError naming file and line."""
     if not path.is_file():
-        raise InputError(f"{path}: missing fields file")
+        raise InputError(f"{path}: missing {what}")
     try:
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -212,7 +214,7 @@ def load(folder: Path | str | None = None) -> Fields:
     employer_cities: tuple[str, ...] = ()
     for stem, size in LISTS.items():
         path = root / f"{stem}.txt"
-        lines = _read_lines(path)
+        lines = read_lines(path)
         if len(lines) != size:
             raise InputError(f"{path}: {len(lines)} entries, expected {size}")
         if stem == "employers":
@@ -243,7 +245,7 @@ def load(folder: Path | str | None = None) -> Fields:
     templates = {}
     for sentence in SENTENCES:
         path = root / "sentences" / f"{sentence}.txt"
-        lines = _read_lines(path)
+        lines = read_lines(path)
         if len(lines) < MIN_TEMPLATES:
             raise InputError(f"{path}: {len(lines)} templates, expected at least {MIN_TEMPLATES}")
         _check_unique(path, lines)

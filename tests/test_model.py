@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from bioknow.errors import InputError
+from bioknow.export import to_hf
 from bioknow.model import (
     NAME_FORMS,
     ModelConfig,
@@ -22,13 +23,7 @@ FAMILIES = ["gpt2", "llama", "mistral", "gpt2-mlp4", "gpt2-nomlp", "gpt2-moe"]
 VOCAB = 256
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and do not slow to a crawl on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build(name: str, vocab: int = VOCAB, seed: int = 0, **changes) -> Transformer:
@@ -436,92 +431,13 @@ def test_uniform_router_gives_balance_loss_one():
 # Agreement with the transformers classes the model is exported to
 
 
-def to_transformers(model: Transformer):
-    """The equivalent GPT-NeoX (gpt2) or Llama model, its weights copied from ours."""
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
-
-    cfg = model.config
-    sizes = dict(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.d_model,
-        intermediate_size=cfg.mlp_hidden,
-        num_hidden_layers=cfg.n_layer,
-        num_attention_heads=cfg.n_head,
-        tie_word_embeddings=False,
-    )
-    rope = dict(rope_type="default", rope_theta=cfg.rope_base)
-    if cfg.family == "gpt2":
-        hf = GPTNeoXForCausalLM(
-            GPTNeoXConfig(
-                **sizes,
-                hidden_act="gelu_pytorch_tanh",
-                use_parallel_residual=False,
-                layer_norm_eps=cfg.norm_eps,
-                rope_parameters=dict(rope, partial_rotary_factor=1.0),
-            )
-        )
-        layers, top = (
-            "gpt_neox.layers",
-            dict(wte="gpt_neox.embed_in", norm="gpt_neox.final_layer_norm", lm_head="lm_head"),
-        )
-        local = {
-            "norm1": "input_layernorm",
-            "norm2": "post_attention_layernorm",
-            "attn.out": "attention.dense",
-            "mlp.fc": "mlp.dense_h_to_4h",
-            "mlp.out": "mlp.dense_4h_to_h",
-        }
-
-        def qkv(value, kind):  # rows [q | k | v] -> per head [q k v]
-            per_head = value.view(3, cfg.n_head, 64, -1).transpose(0, 1).reshape(value.shape)
-            return {f"attention.query_key_value.{kind}": per_head}
-    else:
-        hf = LlamaForCausalLM(
-            LlamaConfig(
-                **sizes,
-                num_key_value_heads=cfg.n_kv_head,
-                head_dim=64,
-                rms_norm_eps=cfg.norm_eps,
-                rope_parameters=rope,
-            )
-        )
-        layers, top = (
-            "model.layers",
-            dict(wte="model.embed_tokens", norm="model.norm", lm_head="lm_head"),
-        )
-        local = {
-            "norm1": "input_layernorm",
-            "norm2": "post_attention_layernorm",
-            "attn.out": "self_attn.o_proj",
-            "mlp.gate": "mlp.gate_proj",
-            "mlp.up": "mlp.up_proj",
-            "mlp.out": "mlp.down_proj",
-        }
-
-        def qkv(value, kind):
-            rows = value.split([cfg.n_head * 64, cfg.n_kv_head * 64, cfg.n_kv_head * 64])
-            return {f"self_attn.{p}_proj.{kind}": w for p, w in zip("qkv", rows, strict=True)}
-
-    theirs = {}
-    for key, value in model.state_dict().items():
-        module, kind = key.rsplit(".", 1)
-        if not module.startswith("blocks."):
-            theirs[f"{top[module]}.{kind}"] = value
-            continue
-        _, i, name = module.split(".", 2)
-        renamed = qkv(value, kind) if name == "attn.qkv" else {f"{local[name]}.{kind}": value}
-        theirs.update({f"{layers}.{i}.{k}": v for k, v in renamed.items()})
-    hf.load_state_dict(theirs, strict=True)
-    return hf.eval()
-
-
 @pytest.mark.parametrize("name", ["gpt2-2-2", "llama-2-2", "mistral-2-6"])
 def test_logits_equal_transformers(name):
     model = build(name, vocab=128).eval()
     with torch.no_grad():
         for p in model.parameters():  # make biases and norm weights non-trivial
             p.add_(0.05 * torch.randn_like(p))
-    hf = to_transformers(model)
+    hf = to_hf(model, eot=0)
     idx = torch.randint(0, 128, (2, 40))
     with torch.no_grad():
         ours, theirs = model(idx)[0], hf(idx).logits

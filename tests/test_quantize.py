@@ -13,13 +13,7 @@ VOCAB = 256
 LAYERS = {"gpt2-2-2": 1 + 2 * 4, "llama-2-2": 1 + 2 * 5 + 1, "gpt2-moe-1-2": 1 + 3 + 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and do not slow to a crawl on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def qmax(bits: int) -> int:

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -7,12 +8,13 @@ import yaml
 from bioknow import cli, sweep, train
 from bioknow.errors import InputError
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "scripts" / "sweep-cpu.yaml"
+# the documented CPU example, shortened: one small population, two models, 2 exposures
 GRID = {
+    **yaml.safe_load(EXAMPLE.read_text()),
     "datasets": [{"variant": "bioS-simple", "n": 30, "seed": 0}],
     "models": ["gpt2-1-1", "gpt2-1-2"],
     "exposures": 2,
-    "recipe": {"batch": 2},
-    "train": {"device": "cpu"},
 }
 
 

@@ -210,3 +210,42 @@ def test_ddp_two_processes_match_one(data, tmp_path):
     one = json.loads((tmp_path / "one" / "config.json").read_text())
     two = json.loads((tmp_path / "two" / "config.json").read_text())
     assert two["world_size"] == 2 and one["steps"] == two["steps"] > 1
+
+
+def test_sigterm_writes_a_checkpoint_and_resume_finishes(data, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "sig"
+    cmd = [
+        sys.executable,
+        "-m",
+        "bioknow",
+        "train",
+        "--data",
+        str(data / "bioS-simple"),
+        "--model",
+        "gpt2-1-1",
+        "--exposures",
+        "40",
+        "--batch",
+        "2",
+        "--device",
+        "cpu",
+        "--checkpoint-every",
+        "100000",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "config.json").exists():
+        time.sleep(0.1)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    state = json.loads((train.latest_checkpoint(out) / "state.json").read_text())
+    steps = json.loads((out / "config.json").read_text())["steps"]
+    assert 0 < state["step"] < steps and not state["finished"]
+    done = train.train(None, None, None, out, resume=True, device="cpu")
+    assert done["finished"] and done["step"] == steps

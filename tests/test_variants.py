@@ -39,6 +39,9 @@ def test_bior_is_byte_identical_and_uses_each_rendering_equally(folders):
     assert tree_bytes(folders / "r") == tree_bytes(folders / "r2")
     m = dataset.read_manifest(folders / "r")
     assert m["renderings"]["stored"] == 60 and m["renderings_per_person"] == 8
+    diversity = m["diversity"]
+    assert diversity["renderings"] == 480 and diversity["distinct_texts"] == 480
+    assert diversity["distinct_sentence_skeletons"] > 200 and 60 <= diversity["mean_words"] <= 120
     table = dataset.open_dataset(folders / "r").table
     used = np.stack([table.index(np.arange(60), e) for e in range(8)])
     assert all(sorted(used[:, p]) == list(range(8 * p, 8 * p + 8)) for p in range(60))

@@ -46,7 +46,15 @@ import numpy as np
 
 from bioknow import keyed
 from bioknow.errors import InputError
-from bioknow.fields import DEFAULT_DIR, GENDERS, OBJECT, POSSESSIVE, SENTENCES, SUBJECT
+from bioknow.fields import (
+    DEFAULT_DIR,
+    GENDERS,
+    OBJECT,
+    POSSESSIVE,
+    SENTENCES,
+    SUBJECT,
+    read_lines,
+)
 from bioknow.population import Population
 from bioknow.render.bios import Rendering, Span
 
@@ -218,22 +226,13 @@ class Grammar:
 
 
 def _read(path: Path) -> list[str]:
-    if not path.is_file():
-        raise InputError(f"{path}: missing bioR grammar file")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: unreadable ({e})") from None
-    lines = text.replace("\r\n", "\n").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    """A grammar file's lines: no blank lines, single spaces, no duplicates."""
+    lines = read_lines(path, "bioR grammar file")
     if not lines:
         raise InputError(f"{path}: no entries")
     seen: dict[str, int] = {}
     for number, line in enumerate(lines, 1):
-        if not line.strip():
-            raise InputError(f"{path} line {number}: blank entry")
-        if line != line.strip() or "  " in line or "\t" in line:
+        if "  " in line or "\t" in line:
             raise InputError(f"{path} line {number}: stray white space: {line!r}")
         if line in seen:
             raise InputError(f"{path} line {number}: duplicate of line {seen[line]}: {line!r}")
