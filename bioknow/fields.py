@@ -169,6 +169,32 @@ def _check_value(path: Path, number: int, value: str, pattern: re.Pattern, what:
         raise InputError(f"{path} line {number}: malformed {what} {value!r}")
 
 
+def split_slots(text: str, allowed, fail, glued: str = "{_") -> tuple[tuple[str, str], ...]:
+    """Split a template into ("text", literal) and ("slot", name) parts, checking that
+    every slot is allowed, follows a space (or opens the text) and is not glued to a
+    letter, a digit or a character of `glued`, so that every slot boundary is a tokenizer
+    boundary (DESIGN section 2). `fail(why)` makes the error."""
+    parts: list[tuple[str, str]] = []
+    position = 0
+    for match in _SLOT.finditer(text):
+        name, start, end = match.group(1), match.start(), match.end()
+        if name not in allowed:
+            raise fail(f"unknown slot {{{name}}} (allowed: {', '.join(allowed)})")
+        if start > 0 and text[start - 1] != " ":
+            raise fail(f"slot {{{name}}} must follow a space")
+        if end < len(text) and (text[end].isalnum() or text[end] in glued):
+            raise fail(f"slot {{{name}}} is glued to what follows")
+        if start > position:
+            parts.append(("text", text[position:start]))
+        parts.append(("slot", name))
+        position = end
+    if position < len(text):
+        parts.append(("text", text[position:]))
+    if any("{" in p or "}" in p for kind, p in parts if kind == "text"):
+        raise fail("stray brace")
+    return tuple(parts)
+
+
 def parse_template(path: Path, number: int, text: str) -> Template:
     """Split a template into parts and check the rules that keep every slot boundary a
     tokenizer boundary: it opens with "{subject} ", holds {value} exactly once, and no
@@ -179,30 +205,13 @@ def parse_template(path: Path, number: int, text: str) -> Template:
 
     if not text.startswith("{subject} "):
         raise fail('a template must start with "{subject} "')
-    parts: list[tuple[str, str]] = []
-    position = 0
-    for match in _SLOT.finditer(text):
-        name, start, end = match.group(1), match.start(), match.end()
-        if name not in SLOTS:
-            raise fail(f"unknown slot {{{name}}}")
-        if start > 0 and text[start - 1] != " ":
-            raise fail(f"slot {{{name}}} must follow a space")
-        if end < len(text) and (text[end].isalnum() or text[end] in "{_"):
-            raise fail(f"slot {{{name}}} is glued to what follows")
-        if start > position:
-            parts.append(("text", text[position:start]))
-        parts.append(("slot", name))
-        position = end
-    if position < len(text):
-        parts.append(("text", text[position:]))
-    if any("{" in p or "}" in p for k, p in parts if k == "text"):
-        raise fail("stray brace")
+    parts = split_slots(text, SLOTS, fail)
     slots = [p for k, p in parts if k == "slot"]
     if slots.count("subject") != 1 or slots.count("value") != 1:
         raise fail("a template needs {subject} once and {value} once")
     if "  " in text or not text.endswith("."):
         raise fail("a template is one sentence ending with '.' and single spaces")
-    return Template(text=text, parts=tuple(parts))
+    return Template(text=text, parts=parts)
 
 
 def load(folder: Path | str | None = None) -> Fields:

@@ -286,8 +286,6 @@ def train(
         if None in (data, model_name, exposures):
             raise InputError("train needs --data, --model and --exposures (or --resume)")
         atomic.check_target(run, overwrite, "config.json")
-        if overwrite and where.writer:
-            shutil.rmtree(run, ignore_errors=True)
         options = dict(
             batch=batch,
             lr=lr,
@@ -300,6 +298,8 @@ def train(
             useful_prefix=useful_prefix,
         )
         config = resolve_config(data, model_name, exposures, options, where.device, where.world)
+        if overwrite and where.writer:  # only once the new run's arguments are known good
+            shutil.rmtree(run, ignore_errors=True)
     ds = open_dataset(config["data"])
     if atomic.sha256(Path(config["data"]) / "manifest.json") != config["data_manifest_sha256"]:
         raise InputError(f"{config['data']}: the dataset changed since the run started")

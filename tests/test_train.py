@@ -249,3 +249,12 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes(data, tmp_path):
     assert 0 < state["step"] < steps and not state["finished"]
     done = train.train(None, None, None, out, resume=True, device="cpu")
     assert done["finished"] and done["step"] == steps
+
+
+def test_overwrite_with_bad_arguments_keeps_the_old_run(data, tmp_path):
+    run(data / "bioS", tmp_path / "r", exposures=1)
+    before = weights(tmp_path / "r")
+    with pytest.raises(InputError):
+        train.train(str(data / "bioS"), "gpt2-0-1", 1, tmp_path / "r", device="cpu", overwrite=True)
+    after = weights(tmp_path / "r")
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -54,6 +54,7 @@ from bioknow.fields import (
     SENTENCES,
     SUBJECT,
     read_lines,
+    split_slots,
 )
 from bioknow.population import Population
 from bioknow.render.bios import Rendering, Span
@@ -101,7 +102,6 @@ _FILES = {
     "filler": "filler.txt",
     "titles": "titles.txt",
 }
-_SLOT = re.compile(r"\{([^{}]*)\}")
 _WORD = re.compile(r"[a-z]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -252,26 +252,8 @@ class _Line:
     def parse(self, allowed: tuple[str, ...]) -> Piece:
         """Split into parts, checking that no slot is glued to a letter or digit (so
         every slot boundary is a tokenizer boundary) and that no slot is unknown."""
-        text = self.text
-        parts: list[tuple[str, str]] = []
-        position = 0
-        for match in _SLOT.finditer(text):
-            name, start, end = match.group(1), match.start(), match.end()
-            if name not in allowed:
-                raise self.fail(f"unknown slot {{{name}}} (allowed: {', '.join(allowed)})")
-            if start > 0 and text[start - 1] != " ":
-                raise self.fail(f"slot {{{name}}} must follow a space")
-            if end < len(text) and (text[end].isalnum() or text[end] in "{_'"):
-                raise self.fail(f"slot {{{name}}} is glued to what follows")
-            if start > position:
-                parts.append(("text", text[position:start]))
-            parts.append(("slot", name))
-            position = end
-        if position < len(text):
-            parts.append(("text", text[position:]))
-        if any("{" in p or "}" in p for kind, p in parts if kind == "text"):
-            raise self.fail("stray brace")
-        return Piece(text=text, parts=tuple(parts))
+        parts = split_slots(self.text, allowed, self.fail, glued="{_'")
+        return Piece(text=self.text, parts=parts)
 
     def sentence(self) -> None:
         if not self.text.endswith(".") or any(c in self.text[:-1] for c in ".;:!?"):
