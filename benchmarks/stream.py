@@ -16,7 +16,7 @@ from common import pin, report
 from bioknow import fields, tokenizer
 from bioknow.population import Population
 from bioknow.render.tokens import FragmentTable
-from bioknow.stream import TrainStream
+from bioknow.stream import JunkSource, MixedStream, TrainStream
 
 
 def main() -> None:
@@ -24,6 +24,8 @@ def main() -> None:
     parser.add_argument("--n", type=float, default=1e5, help="people")
     parser.add_argument("--batch", type=int, default=64, help="windows per batch")
     parser.add_argument("--exposures", type=int, default=100, help="exposures of the run")
+    parser.add_argument("--junk-fraction", type=float, default=0.0, help="share of junk windows")
+    parser.add_argument("--junk-n", type=float, default=1e8, help="junk population N'")
     parser.add_argument("--seconds", type=float, default=5.0, help="how long to stream")
     parser.add_argument("--cores", type=int, default=1, help="CPU cores to pin to (Linux)")
     parser.add_argument("--out", help="JSON file (default: docs/benchmarks/NAME.json)")
@@ -40,6 +42,9 @@ def main() -> None:
     assemble_rate = assembled / (time.perf_counter() - start)
 
     stream = TrainStream(table, args.exposures, args.batch, 0, online=True)
+    if args.junk_fraction:
+        junk = JunkSource(f, table.tokenizer, 1, int(args.junk_n))
+        stream = MixedStream(stream, junk, args.junk_fraction)
     start = time.perf_counter()
     total = stream.total_tokens  # exact token count of the run, needed for the step count
     count_s = time.perf_counter() - start
@@ -59,10 +64,12 @@ def main() -> None:
         "assemble_tokens_per_s": round(assemble_rate),
         "count_tokens_s": round(count_s, 3),
         "exposures": args.exposures,
+        "junk_fraction": args.junk_fraction,
         "cores": args.cores,
     }
+    mixture = f" with {args.junk_fraction:g} junk" if args.junk_fraction else ""
     summary = (
-        f"bioS({n:,}) training stream, batch {args.batch} x {stream.window}, "
+        f"bioS({n:,}) training stream{mixture}, batch {args.batch} x {stream.window}, "
         f"{args.cores} core(s): {result['tokens_per_s'] / 1e6:.1f}M tokens/s "
         f"(assembly alone {assemble_rate / 1e6:.1f}M tokens/s); counting the "
         f"{total:,} tokens of {args.exposures} exposures took {count_s:.1f} s"

@@ -197,22 +197,24 @@ class JunkSource:
         tokens = np.zeros((len(m), self.window), dtype=np.int32)
         labels = np.zeros((len(m), self.window), dtype=np.uint8)
         filled = np.zeros(len(m), dtype=np.int64)
-        per_round = self.window // 32 + 2  # units drawn per window and round; ~70 tokens each
+        per_round = self.window // 48 + 2  # units drawn per window and round; ~70 tokens each
+        column = np.arange(self.window)
         for first in range(0, 1 << 20, per_round):
             short = np.flatnonzero(filled < self.window)
             if not len(short):
                 return tokens, labels
-            j = np.arange(first, first + per_round)
-            key = (m[short, None] << 20) + j  # unit j of window m
+            key = (m[short, None] << 20) + np.arange(first, first + per_round)  # unit j of m
             people = keyed.uniform_int(self.n, self.seed, JUNK_STREAM, key).ravel()
             units = self.table.assemble(people, key.ravel())
-            for row, w in enumerate(short):
-                a = int(units.offsets[row * per_round])
-                b = int(units.offsets[(row + 1) * per_round])
-                take = min(self.window - filled[w], b - a)
-                tokens[w, filled[w] : filled[w] + take] = units.tokens[a : a + take]
-                labels[w, filled[w] : filled[w] + take] = units.labels[a : a + take]
-                filled[w] += take
+            starts = units.offsets[:-1:per_round]  # a window's units are contiguous
+            take = np.minimum(
+                self.window - filled[short], units.offsets[per_round::per_round] - starts
+            )
+            row, col = np.nonzero(column < take[:, None])
+            source = starts[row] + col
+            tokens[short[row], filled[short][row] + col] = units.tokens[source]
+            labels[short[row], filled[short][row] + col] = units.labels[source]
+            filled[short] += take
         raise RuntimeError("junk units too short to fill a window")
 
 
@@ -225,11 +227,23 @@ class MixedStream:
         if not 0 <= fraction < 1:
             raise ValueError("the junk fraction must be in [0, 1)")
         self.useful, self.junk, self.fraction = useful, junk, fraction
+        self._junk_block: tuple[int, tuple | None] = (0, None)  # first window number, windows
         self.batch, self.window = useful.batch, useful.window
         useful_windows = math.ceil(useful.total_tokens / self.window)
         self.windows = max(0, math.floor(useful_windows / (1 - fraction)) - 2)
         while self.windows - self.junk_before(self.windows) < useful_windows:
             self.windows += 1
+
+    JUNK_BLOCK = 1024  # junk windows made at a time: large arrays amortize numpy's overhead
+
+    def junk_windows(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Junk windows m (consecutive numbers), from a block made ahead of time."""
+        first, block = self._junk_block
+        if block is None or m[0] < first or m[-1] >= first + self.JUNK_BLOCK:
+            first = int(m[0])
+            block = self.junk.windows(np.arange(first, first + self.JUNK_BLOCK))
+            self._junk_block = first, block
+        return block[0][m - first], block[1][m - first]
 
     def junk_before(self, w):
         return np.floor(np.asarray(w) * self.fraction).astype(np.int64)
@@ -264,7 +278,7 @@ class MixedStream:
             packed = pack(taken, taken_labels, rows, self.window, self.useful.table.eot)
             tokens[useful], labels[useful], lengths[useful] = packed
             if junk.any():
-                tokens[junk], labels[junk] = self.junk.windows(self.junk_before(w[junk]))
+                tokens[junk], labels[junk] = self.junk_windows(self.junk_before(w[junk]))
                 lengths[junk] = self.window
             yield Batch(step, tokens, labels, lengths, cursor.position, junk)
 
