@@ -24,7 +24,8 @@ WINDOW = 512
 ROUND_STREAM = 30
 EVAL_EXPOSURE = 2**40  # the key of bioS evaluation renderings: never a training round
 JUNK_STREAM = 31
-CHUNK = 1 << 15  # people assembled at a time
+CHUNK = 1 << 15  # people assembled at a time, at most
+CHUNK_TOKENS = 1 << 22  # and about this many tokens at a time (long bioD units)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ class TrainStream:
         self.table, self.exposures, self.batch, self.window = table, exposures, batch, window
         self.seed, self.online = seed, online
         self.n = len(table.population)
+        longest = int(table.lengths(np.arange(min(self.n, 256)), 0).max())
+        self.chunk = max(1, min(CHUNK, CHUNK_TOKENS // longest))
 
     def key(self, round: int) -> int:
         """The rendering key of a round: the round itself (bioS), always 0 (bioS-simple)."""
@@ -167,8 +170,8 @@ class TrainStream:
         index = start.index
         for r in range(start.round, self.exposures):
             order = self.order(r)
-            for lo in range(index, self.n, CHUNK):
-                yield r, lo, self.table.assemble(order[lo : lo + CHUNK], self.key(r))
+            for lo in range(index, self.n, self.chunk):
+                yield r, lo, self.table.assemble(order[lo : lo + self.chunk], self.key(r))
             index = 0
 
     def batches(self, start_step: int = 0, start: Position | None = None) -> Iterator[Batch]:

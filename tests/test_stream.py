@@ -115,3 +115,12 @@ def test_sample_people():
     assert np.array_equal(a, sample_people(1000, 50, 3))
     assert not np.array_equal(a, sample_people(1000, 50, 4))
     assert np.array_equal(sample_people(10, None, 0), np.arange(10))
+
+
+def test_chunk_size_does_not_change_the_stream(datasets_):
+    ds = datasets_["bioS"]
+    whole = list(stream_of(ds, exposures=3, batch=2).batches())
+    small = stream_of(ds, exposures=3, batch=2)
+    small.chunk = 7  # as for long bioD units
+    for a, b in zip(whole, small.batches(), strict=True):
+        assert np.array_equal(a.tokens, b.tokens) and a.end == b.end
