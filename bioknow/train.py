@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from bioknow import atomic, recipe
 from bioknow import tokenizer as tokenizers
-from bioknow.dataset import open_dataset, versions
+from bioknow.dataset import Dataset, open_dataset, versions
 from bioknow.errors import InputError
 from bioknow.model import ModelConfig, Transformer
 from bioknow.render.tokens import FragmentTable
@@ -97,9 +97,10 @@ def training_stream(config: dict, ds) -> TrainStream | MixedStream:
 
 def resolve_config(
     data: str, model_name: str, exposures: int, options: dict, device: torch.device, world: int
-) -> dict:
+) -> tuple[dict, Dataset, TrainStream | MixedStream]:
     """Everything a run is, resolved from the arguments (options: batch, lr, wd, warmup,
-    seed, compile, junk_fraction, junk_n, useful_prefix), the dataset and the recipe."""
+    seed, compile, junk_fraction, junk_n, useful_prefix), the dataset and the recipe; with
+    the opened dataset and the run's stream (its exact token count already made)."""
     ds = open_dataset(data)
     if exposures < 1:
         raise InputError(f"--exposures must be >= 1, got {exposures}")
@@ -136,7 +137,7 @@ def resolve_config(
     cfg = ModelConfig.from_name(model_name, padded_vocab_size(stream.table.tokenizer))
     used = ds.manifest["tokenizer"]["used_ids"] + (prefix is not None)
     warm, note = recipe.warmup_steps(stream.steps, options.get("warmup"))
-    return {
+    config = {
         **config,
         "model": dataclasses.asdict(cfg),
         "params": Transformer(cfg).parameter_counts(used),
@@ -158,6 +159,7 @@ def resolve_config(
         "world_size": world,
         "versions": {**versions(), "torch": torch.__version__},
     }
+    return config, ds, stream
 
 
 def optimizer(model: torch.nn.Module, config: dict, device: torch.device) -> torch.optim.AdamW:
@@ -282,6 +284,10 @@ def train(
         if not (run / "config.json").is_file():
             raise InputError(f"{run}: nothing to resume (no config.json)")
         config = json.loads((run / "config.json").read_text())
+        ds = open_dataset(config["data"])
+        if atomic.sha256(Path(config["data"]) / "manifest.json") != config["data_manifest_sha256"]:
+            raise InputError(f"{config['data']}: the dataset changed since the run started")
+        stream = training_stream(config, ds)
     else:
         if None in (data, model_name, exposures):
             raise InputError("train needs --data, --model and --exposures (or --resume)")
@@ -297,13 +303,11 @@ def train(
             junk_n=junk_n,
             useful_prefix=useful_prefix,
         )
-        config = resolve_config(data, model_name, exposures, options, where.device, where.world)
+        config, ds, stream = resolve_config(
+            data, model_name, exposures, options, where.device, where.world
+        )
         if overwrite and where.writer:  # only once the new run's arguments are known good
             shutil.rmtree(run, ignore_errors=True)
-    ds = open_dataset(config["data"])
-    if atomic.sha256(Path(config["data"]) / "manifest.json") != config["data_manifest_sha256"]:
-        raise InputError(f"{config['data']}: the dataset changed since the run started")
-    stream = training_stream(config, ds)
 
     torch.manual_seed(config["seed"])
     raw = Transformer(ModelConfig(**config["model"])).to(where.device)

@@ -101,57 +101,22 @@ def test_a_tiny_gpt2_learns_the_values(data, tmp_path):
     assert value_loss(tmp_path / "learn", ds) < 0.1
 
 
-def test_bad_input(data, tmp_path):
-    assert (
-        cli.main(
-            [
-                "train",
-                "--data",
-                str(data / "bioS"),
-                "--model",
-                "gpt3-1-1",
-                "--exposures",
-                "1",
-                "--out",
-                str(tmp_path / "a"),
-            ]
-        )
-        == 2
-    )
-    assert (
-        cli.main(
-            [
-                "train",
-                "--data",
-                str(tmp_path / "none"),
-                "--model",
-                "gpt2-1-1",
-                "--exposures",
-                "1",
-                "--out",
-                str(tmp_path / "b"),
-            ]
-        )
-        == 2
-    )
-    assert cli.main(["train", "--resume", "--out", str(tmp_path / "c")]) == 2
-    assert (
-        cli.main(
-            [
-                "train",
-                "--data",
-                str(data / "bioS"),
-                "--model",
-                "gpt2-1-1",
-                "--exposures",
-                "0",
-                "--out",
-                str(tmp_path / "d"),
-            ]
-        )
-        == 2
-    )
+@pytest.mark.parametrize(
+    "data_dir, model, exposures",
+    [("bioS", "gpt3-1-1", "1"), ("none", "gpt2-1-1", "1"), ("bioS", "gpt2-1-1", "0"), (None,) * 3],
+)
+def test_bad_input(data, tmp_path, data_dir, model, exposures):
+    """Exit status 2 and nothing written; None: --resume with nothing to resume."""
+    if data_dir is None:
+        args = ["--resume"]
+    else:
+        folder = data / data_dir if data_dir == "bioS" else tmp_path / data_dir
+        args = ["--data", str(folder), "--model", model, "--exposures", exposures]
+    assert cli.main(["train", *args, "--out", str(tmp_path / "run")]) == 2
     assert not any(tmp_path.iterdir())
+
+
+def test_unknown_device():
     with pytest.raises(InputError):
         train.place("tpu")
 
