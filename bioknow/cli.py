@@ -66,6 +66,7 @@ def cmd_generate(args) -> int:
         biod={k: getattr(args, k) for k in "kcdlt" if getattr(args, k) is not None} or None,
         renderings=args.renderings,
         rewriter=args.rewriter,
+        vocab_size=args.vocab_size,
         sample=args.sample,
         overwrite=args.overwrite,
         progress=sys.stderr.isatty(),
@@ -165,6 +166,7 @@ def cmd_train(args) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         compile=False if args.no_compile else None,
+        precision=args.precision,
         junk_fraction=args.junk_fraction,
         junk_n=args.junk_n,
         useful_prefix=args.useful_prefix,
@@ -346,6 +348,14 @@ def build_parser() -> Parser:
         "instead of the default byte-level BPE trained on the fields",
     )
     gen.add_argument(
+        "--vocab-size",
+        type=whole_number,
+        metavar="V",
+        help="size of the default byte-level BPE (default 4096; years stay single tokens "
+        "only when it is large). A small one keeps a tiny model's embedding and "
+        "output layer small, e.g. for bioD",
+    )
+    gen.add_argument(
         "--sample",
         type=whole_number,
         default=dataset.DEFAULT_SAMPLE,
@@ -438,6 +448,11 @@ def build_parser() -> Parser:
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
     tr.add_argument("--overwrite", action="store_true", help="replace an existing run")
     tr.add_argument("--no-compile", action="store_true", help="no torch.compile on CUDA")
+    tr.add_argument(
+        "--precision",
+        choices=["bf16", "float32"],
+        help="bf16 autocast (default on CUDA and on CPUs with native bf16) or float32",
+    )
     tr.add_argument("--log-every", type=whole_number, default=50, help="steps per metrics line")
     tr.add_argument(
         "--checkpoint-every",

@@ -221,12 +221,13 @@ def generate(
     biod: dict | None = None,
     renderings: int = bior.RENDERINGS,
     rewriter: str | None = None,
+    vocab_size: int | None = None,
 ) -> dict:
     """Build the dataset folder `out` and return its manifest. Every input is checked
     before anything is written. `tokenizer`: a name or path; by default the default
     byte-level BPE is trained on the fields (bioD adds its T alphabet tokens). `biod`:
     bioD's K, C, D, L, T as {"k", "c", "d", "l", "t"}. bioR-style: `renderings` per person
-    (at most 40), optionally rewritten by a local transformers model (`rewriter`)."""
+    (at most 40), optionally rewritten by a local transformers model (`rewriter`). `vocab_size`: the default BPE's size (default 4096)."""
     parse_variant(variant)
     if not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise InputError(f"seed must be a whole number in [0, 2^63), got {seed!r}")
@@ -246,10 +247,20 @@ def generate(
         raise InputError("--rewriter belongs to bioR-style")
     fields = fields_module.load(fields_dir)
     check_size(fields, n)
+    if vocab_size is not None and tokenizer:
+        raise InputError("--vocab-size sizes the default tokenizer; it cannot go with --tokenizer")
+    vocab_size = tokenizers.DEFAULT_VOCAB if vocab_size is None else vocab_size
+    if not tokenizers.MIN_VOCAB <= vocab_size <= tokenizers.MAX_VOCAB:
+        raise InputError(
+            f"--vocab-size must be in [{tokenizers.MIN_VOCAB}, {tokenizers.MAX_VOCAB}], "
+            f"got {vocab_size}"
+        )
     if tokenizer:
         tok = tokenizers.load(tokenizer)
+    elif params:
+        tok = biod_module.tokenizer(fields, params, vocab_size)
     else:
-        tok = biod_module.tokenizer(fields, params) if params else tokenizers.train(fields)
+        tok = tokenizers.train(fields, vocab_size)
     stored = n if variant in ("bioS-simple", "bioR-style") else min(sample, n)
     out = Path(out)
     atomic.check_target(out, overwrite, "manifest.json")
@@ -312,7 +323,7 @@ def generate(
             "templates": {s: len(t) for s, t in fields.templates.items()},
             "renderings": {"kind": VARIANTS[variant], "stored": stored, "shards": shards},
             "tokenizer": {
-                "source": tokenizer or f"default byte-level BPE ({tokenizers.DEFAULT_VOCAB})",
+                "source": tokenizer or f"default byte-level BPE ({vocab_size})",
                 **token_stats(table, online=variant in ONLINE),
             },
             "versions": versions(),

@@ -7,7 +7,7 @@ values and templates alone, deterministically, with every year 1900-2099 one tok
 its vocabulary is padded with unused special tokens to a multiple of 64.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -17,6 +17,8 @@ from bioknow.fields import OBJECT, POSSESSIVE, SUBJECT, Fields
 
 EOT = "<|endoftext|>"
 DEFAULT_VOCAB = 4096
+# The byte alphabet (256) plus the end-of-text token is the least a byte-level BPE holds.
+MIN_VOCAB, MAX_VOCAB = 320, 65536
 VOCAB_MULTIPLE = 64
 # End-of-text tokens of common tokenizers, in order of preference.
 EOT_CANDIDATES = (EOT, "<|end_of_text|>", "</s>", "<eos>", "<|eot_id|>", "[SEP]")
@@ -41,8 +43,10 @@ def training_text(fields: Fields) -> Iterator[str]:
                 yield " " + "".join(filled[p] if kind == "slot" else p for kind, p in t.parts)
 
 
-def train(fields: Fields, vocab_size: int = DEFAULT_VOCAB) -> Tokenizer:
-    """Train the default byte-level BPE on the fields' text."""
+def train(
+    fields: Fields, vocab_size: int = DEFAULT_VOCAB, text: Iterable[str] | None = None
+) -> Tokenizer:
+    """Train the default byte-level BPE on the fields' text (or on `text`)."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -53,7 +57,7 @@ def train(fields: Fields, vocab_size: int = DEFAULT_VOCAB) -> Tokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(training_text(fields), trainer)
+    tokenizer.train_from_iterator(training_text(fields) if text is None else text, trainer)
     return with_special(tokenizer, [])
 
 

@@ -41,6 +41,14 @@ from bioknow.tokenizer import padded_vocab_size
 
 FORMAT = "bioknow-run/1"
 IGNORE = -100
+PRECISIONS = ("bf16", "float32")
+
+
+def default_precision(device: torch.device) -> str:
+    """bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), else float32."""
+    if device.type == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bf16"
+    return "float32"
 
 
 @dataclass
@@ -99,7 +107,7 @@ def resolve_config(
     data: str, model_name: str, exposures: int, options: dict, device: torch.device, world: int
 ) -> tuple[dict, Dataset, TrainStream | MixedStream]:
     """Everything a run is, resolved from the arguments (options: batch, lr, wd, warmup,
-    seed, compile, junk_fraction, junk_n, useful_prefix), the dataset and the recipe; with
+    seed, compile, precision, junk_fraction, junk_n, useful_prefix), the dataset and the recipe; with
     the opened dataset and the run's stream (its exact token count already made)."""
     ds = open_dataset(data)
     if exposures < 1:
@@ -118,6 +126,9 @@ def resolve_config(
         raise InputError(f"--useful-prefix must be a new token, not {prefix!r}")
     cuda = device.type == "cuda"
     compile = options.get("compile")
+    precision = options.get("precision") or default_precision(device)
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     config = {
         "format": FORMAT,
         "data": str(Path(data).resolve()),
@@ -154,7 +165,7 @@ def resolve_config(
         "eps": recipe.EPS,
         "min_lr_ratio": recipe.MIN_LR_RATIO,
         "device": device.type,
-        "precision": "bf16 autocast" if cuda else "float32",
+        "precision": precision,
         "compile": cuda if compile is None else compile,
         "world_size": world,
         "versions": {**versions(), "torch": torch.__version__},
@@ -179,11 +190,14 @@ def optimizer(model: torch.nn.Module, config: dict, device: torch.device) -> tor
     )
 
 
-def optimizer_step(model, opt, x, y, lr: float, scale: float = 1.0) -> torch.Tensor:
-    """One step at learning rate `lr` (bf16 autocast on CUDA); the loss, still on device."""
+def optimizer_step(
+    model, opt, x, y, lr: float, scale: float = 1.0, bf16: bool = False
+) -> torch.Tensor:
+    """One step at learning rate `lr` (under bf16 autocast if `bf16`: matrix products in
+    bf16, weights, norms, softmax and the loss in float32); the loss, still on device."""
     for group in opt.param_groups:
         group["lr"] = lr
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         _, loss = model(x, y)
     (loss * scale).backward()
     opt.step()
@@ -269,6 +283,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     compile: bool | None = None,
+    precision: str | None = None,
     junk_fraction: float | None = None,
     junk_n: int | None = None,
     useful_prefix: str | None = None,
@@ -299,6 +314,7 @@ def train(
             warmup=warmup,
             seed=seed,
             compile=compile,
+            precision=precision,
             junk_fraction=junk_fraction,
             junk_n=junk_n,
             useful_prefix=useful_prefix,
@@ -344,6 +360,7 @@ def train(
     if config["compile"]:
         model = torch.compile(model)
     cuda = where.device.type == "cuda"
+    bf16 = config["precision"] in ("bf16", "bf16 autocast")  # the second: runs before 0.2
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -384,7 +401,9 @@ def train(
                 x, y = (t.pin_memory().to(where.device, non_blocking=True) for t in (x, y))
             lr = recipe.lr_at(step, steps, config["lr"], config["warmup"])
             # scaled so that averaging gradients over ranks gives the mean over all tokens
-            loss = optimizer_step(model, opt, x, y, lr, mine * where.world / max(total, 1))
+            loss = optimizer_step(
+                model, opt, x, y, lr, mine * where.world / max(total, 1), bf16=bf16
+            )
             loss_sum += loss * mine
             counted += mine
             junk = int(batch.lengths[batch.junk].sum()) if batch.junk is not None else 0

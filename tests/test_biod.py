@@ -42,20 +42,33 @@ def small_table(population, default_fields):
 
 
 @pytest.mark.parametrize("t", [1000, 40_000])
-def test_every_symbol_is_one_token(default_fields, t):
-    tok = biod.tokenizer(default_fields, BioDParams(k=1, c=1, d=1, l=1, t=t))
+@pytest.mark.parametrize("length", [1, 2])
+def test_every_symbol_is_one_token(default_fields, t, length):
+    params = BioDParams(k=1, c=1, d=1, l=length, t=t)
+    tok = biod.tokenizer(default_fields, params)
     assert tok.get_vocab_size() % 64 == 0
     assert padded_vocab_size(tok) == tok.get_vocab_size()
-    symbols = biod.symbols(t)
-    ids = [tok.token_to_id(s) for s in symbols]
-    assert len(set(ids)) == t and None not in ids
-    assert encode(tok, ["".join(symbols)])[0] == ids
+    plain = biod.symbols(t)
+    lead = [tok.token_to_id(" " + s) for s in plain]  # a symbol opening a chunk
+    inner = [tok.token_to_id(s) for s in plain]  # a later one (L > 1 only)
+    assert len(set(lead)) == t and None not in lead
+    assert (None not in inner) == (length > 1)
+    if length > 1:
+        assert not set(lead) & set(inner)
+        assert encode(tok, [" " + "".join(plain[:50])])[0] == [lead[0], *inner[1:50]]
     if t <= 1000:
-        assert encode(tok, symbols) == [[i] for i in ids]
-        # symbols split text anywhere: the fragments around them tokenize on their own
-        text = " is " + symbols[7] + ", " + symbols[3] + "."
-        pieces = encode(tok, [" is ", ", ", "."])
-        assert encode(tok, [text])[0] == [*pieces[0], ids[7], *pieces[1], ids[3], *pieces[2]]
+        # a chunk's space belongs to its first symbol; the fragments around tokenize alone
+        text = " is " + plain[7] + ", " + plain[3] + "."
+        pieces = encode(tok, [" is", ",", "."])
+        assert encode(tok, [text])[0] == [*pieces[0], lead[7], *pieces[1], lead[3], *pieces[2]]
+
+
+def test_the_default_tokenizer_knows_the_fragments(default_fields):
+    """Trained on the names and the fixed fragments, even a small BPE gives " ID", " is",
+    " Her" and "'s" one token each."""
+    tok = biod.tokenizer(default_fields, SMALL, vocab_size=320)
+    for fragment in (" ID", " is", " Her", " His", "'s", ",", "."):
+        assert len(encode(tok, [fragment])[0]) == 1, fragment
 
 
 def test_tokenizer_is_deterministic(default_fields):
@@ -326,7 +339,7 @@ def test_an_oracle_reaches_rmax(small_table, default_fields, uniform_first_chunk
     exposure = 2**40
     units = table.assemble(people, exposure)
     names = trie([ids[lab == LABEL["name"]].tolist() for ids, lab in map(units.unit, range(N))])
-    sets = [trie(table.symbol_ids[s].tolist()) for s in table.sets]
+    sets = [trie(chunks.tolist()) for chunks in table.chunk_ids]
     p1, p2, p3 = [], [], []
     for batch in eval_batches(table, people, 60, exposure):
         attributes = table.orders(batch.people, exposure)

@@ -7,12 +7,15 @@ One paragraph per person, attributes in a random order drawn afresh at each expo
 
     Anya Briar Forger's ID 7 is v1, ..., vC. Her ID 2 is v1, ..., vC. ...
 
-Symbol j is the text `<|tj|>`, an added token of the dataset's tokenizer, so it is one
-token wherever it appears and a chunk is exactly L tokens. Added tokens are matched
+Symbol j is the text `<|tj|>`. A chunk is written with the space before it, and the
+tokenizer holds " <|tj|>" (the symbol opening a chunk, with that space, as a GPT-2 token
+carries its leading space) and, when L > 1, "<|tj|>" (a later symbol) as added tokens: a
+chunk is exactly L tokens and costs one more, its "," or ".". Added tokens are matched
 before pre-tokenization, so every symbol edge is a token boundary; the other fragments
-("'s", " ID 7 is ", ", ", ".", " Her") meet at pre-tokenizer boundaries (a name is letters
+("'s", " ID 7 is", ",", ".", " Her") meet at pre-tokenizer boundaries (a name is letters
 and "'s" is a GPT-2 contraction), so each fragment is tokenized once and a paragraph is
-assembled by array gathers, as for bioS (`bioknow.render.tokens`).
+assembled by array gathers, as for bioS (`bioknow.render.tokens`). The default BPE of a
+bioD dataset is trained on the names and these fragments alone.
 
 Everything is a pure function of the population seed: the diversity sets, each person's
 values and each exposure's attribute order are counter-based draws (`bioknow.keyed`).
@@ -33,7 +36,7 @@ from bioknow.render.bios import Rendering, Span
 from bioknow.render.tokens import LABEL, Units
 
 # Label ids of value tokens: the tokens of a value's first chunk (p3) and of its other
-# chunks (with the first: p2). The separators ", " between chunks are "other".
+# chunks (with the first: p2). The separators "," between chunks are "other".
 CHUNK_FIRST = np.uint8(LABEL["chunk_first"])
 CHUNK = np.uint8(LABEL["chunk"])
 
@@ -44,6 +47,7 @@ ORDER_STREAM = 42
 # Diversity sets are a keyed bijection of [0, T^L) while T^L stays below this.
 PERMUTE_LIMIT = 1 << 62
 CHUNK_PEOPLE = 1 << 14  # people handled at a time where all of them are visited
+FRAGMENT_WEIGHT = 1000  # copies of each fixed fragment in the tokenizer's training text
 
 
 def _capped_power(base: int, exponent: int, cap: int) -> int:
@@ -91,12 +95,32 @@ def symbols(t: int) -> list[str]:
     return [f"<|t{j}|>" for j in range(t)]
 
 
-def tokenizer(fields: Fields, params: BioDParams) -> Tokenizer:
-    """The default byte-level BPE plus the T symbols as added (non-special) tokens, its
-    vocabulary padded with unused special tokens to a multiple of 64. Deterministic."""
-    tok = bpe.train(fields)
+def symbol_tokens(params: BioDParams) -> list[str]:
+    """The added tokens of the alphabet: each symbol opening a chunk, with the space
+    before it, and (L > 1) each symbol inside a chunk."""
+    plain = symbols(params.t)
+    return [" " + s for s in plain] + (plain if params.l > 1 else [])
+
+
+def training_text(fields: Fields, k: int):
+    """The default tokenizer's training text: every name part as it appears in a
+    paragraph, and each fixed fragment, many times."""
+    lists = fields.lists
+    yield from lists["first_names"]
+    yield from (" " + s for key in ("middle_names", "last_names") for s in lists[key])
+    fragments = ["'s", ".", ",", *(" " + p.capitalize() for p in POSSESSIVE)]
+    fragments += [f" ID {a + 1} is" for a in range(min(k, 1000))]
+    for _ in range(FRAGMENT_WEIGHT):
+        yield from fragments
+
+
+def tokenizer(fields: Fields, params: BioDParams, vocab_size: int = bpe.DEFAULT_VOCAB) -> Tokenizer:
+    """A byte-level BPE of up to `vocab_size` tokens trained on the names and fragments,
+    plus the alphabet as added (non-special) tokens, its vocabulary padded with unused
+    special tokens to a multiple of 64. Deterministic."""
+    tok = bpe.train(fields, vocab_size, training_text(fields, params.k))
     unused = sum(token.startswith("<|unused") for token in tok.get_vocab(with_added_tokens=True))
-    tok.add_tokens(symbols(params.t))
+    tok.add_tokens(symbol_tokens(params))
     short = -tok.get_vocab_size() % bpe.VOCAB_MULTIPLE
     tok.add_special_tokens([f"<|unused{unused + i}|>" for i in range(short)])
     return tok
@@ -151,9 +175,10 @@ class BioDTable:
     paragraph) with a label per token: the bioD counterpart of `FragmentTable`.
 
     A unit is a row of piece ids: end-of-text, the three name parts, then per attribute
-    position k a block [lead, subject, " ID a is ", chunk, ", ", chunk, ..., chunk]
+    position k a block [lead, subject, " ID a is", chunk, ",", chunk, ..., chunk]
     (k = 0: lead empty, subject "'s"; k > 0: lead ".", subject " Her"/" His"), then ".".
-    A chunk piece is one string of a diversity set: its L symbol tokens.
+    A chunk piece is one string of a diversity set: its L symbol tokens, the first
+    holding the space before it.
     """
 
     def __init__(self, population: Population, tokenizer: Tokenizer, params: BioDParams):
@@ -161,17 +186,23 @@ class BioDTable:
         self.population, self.tokenizer, self.params = population, tokenizer, params
         self.eot = bpe.eot_id(tokenizer)
         self.sets = diversity_sets(params, population.seed)
-        self.symbol_text = symbols(params.t)
         vocab = tokenizer.get_vocab(with_added_tokens=True)
-        if any(s not in vocab for s in self.symbol_text):
+        needed = symbol_tokens(params)
+        if any(s not in vocab for s in needed):
             raise InputError(
-                f"the tokenizer lacks the {params.t} bioD symbols; "
-                "build it with bioknow.render.biod.tokenizer"
+                f"the tokenizer lacks the {params.t} bioD symbols (as made by "
+                "bioknow.render.biod.tokenizer); a bioD dataset from before bioknow 0.2 must "
+                "be generated again"
             )
-        self.symbol_ids = np.array([vocab[s] for s in self.symbol_text], dtype=np.int32)
+        self.symbol_text = symbols(params.t)
+        lead = np.array([vocab[s] for s in needed[: params.t]], dtype=np.int32)
+        inner = np.array([vocab[s] for s in needed[params.t :]] or lead, dtype=np.int32)
+        self.symbol_ids = np.union1d(lead, inner)
+        # the token ids of every string of every set: [K, D, L], the first with its space
+        self.chunk_ids = np.where(np.arange(params.l) == 0, lead[self.sets], inner[self.sets])
 
         lists = population.fields.lists
-        texts = ["", "", "'s", ".", ", "]  # empty, end-of-text (set below), fixed fragments
+        texts = ["", "", "'s", ".", ","]  # empty, end-of-text (set below), fixed fragments
         self.empty, self.apostrophe_s, self.dot, self.separator = 0, 2, 3, 4
 
         def add(items: list[str]) -> int:
@@ -180,7 +211,7 @@ class BioDTable:
             return len(texts) - len(items)
 
         self.pronoun = add([" " + p.capitalize() for p in POSSESSIVE])
-        self.attribute = add([f" ID {a + 1} is " for a in range(params.k)])
+        self.attribute = add([f" ID {a + 1} is" for a in range(params.k)])
         self.first = add(lists["first_names"])
         self.middle = add([" " + s for s in lists["middle_names"]])
         self.last = add([" " + s for s in lists["last_names"]])
@@ -188,7 +219,7 @@ class BioDTable:
 
         ids = bpe.encode(tokenizer, texts)
         ids[1] = [self.eot]
-        chunk_tokens = self.symbol_ids[self.sets].ravel()
+        chunk_tokens = self.chunk_ids.ravel()
         self.pool = np.concatenate(
             [np.array([i for x in ids for i in x], dtype=np.int32), chunk_tokens]
         )
