@@ -227,7 +227,8 @@ def generate(
     before anything is written. `tokenizer`: a name or path; by default the default
     byte-level BPE is trained on the fields (bioD adds its T alphabet tokens). `biod`:
     bioD's K, C, D, L, T as {"k", "c", "d", "l", "t"}. bioR-style: `renderings` per person
-    (at most 40), optionally rewritten by a local transformers model (`rewriter`). `vocab_size`: the default BPE's size (default 4096)."""
+    (at most 40), optionally rewritten by a local transformers model (`rewriter`).
+    `vocab_size`: the default BPE's size (default 4096)."""
     parse_variant(variant)
     if not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise InputError(f"seed must be a whole number in [0, 2^63), got {seed!r}")

@@ -107,8 +107,8 @@ def resolve_config(
     data: str, model_name: str, exposures: int, options: dict, device: torch.device, world: int
 ) -> tuple[dict, Dataset, TrainStream | MixedStream]:
     """Everything a run is, resolved from the arguments (options: batch, lr, wd, warmup,
-    seed, compile, precision, junk_fraction, junk_n, useful_prefix), the dataset and the recipe; with
-    the opened dataset and the run's stream (its exact token count already made)."""
+    seed, compile, precision, junk_fraction, junk_n, useful_prefix), the dataset and the
+    recipe; with the opened dataset and the run's stream (its exact token count already made)."""
     ds = open_dataset(data)
     if exposures < 1:
         raise InputError(f"--exposures must be >= 1, got {exposures}")
