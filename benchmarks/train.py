@@ -1,23 +1,35 @@
-"""Training speed: tokens/s and MFU of bioknow's training step for a ladder of models.
+"""Training speed: bioknow's training step beside a plain transformers loop of the same shape.
 
-    python benchmarks/train.py [--models gpt2-2-2 gpt2-4-4 ...] [--batch 8] [--steps 10]
+    python benchmarks/train.py [--models gpt2-1-1 gpt2-2-2] [--batch 8] [--vocab 576]
+                               [--variants bf16 float32] [--baseline] [--rounds 5]
 
-Each model runs the trainer's own optimizer step (AdamW; on CUDA bf16 autocast, fused
-AdamW and torch.compile) on [batch, 512] batches of random tokens. MFU = tokens/s x
-flops/token / peak (DESIGN section 7), the peak by device (none known for CPUs). Prints
-a table, then one JSON object as the last line, also written to docs/benchmarks/train.json.
+For each model, every variant runs the trainer's own optimizer step (AdamW, the loss over
+[batch, 512] windows of random tokens) and, with --baseline, a transformers
+GPTNeoXForCausalLM of the same shape (sdpa attention, the same dtype, AdamW with the same
+groups; compiled and fused where bioknow is) does the same on the same batches. Timing
+is interleaved: every round times `--steps` steps of each in turn (A B A B ...), so a
+machine whose speed drifts affects all alike; the ratio is taken per round. MFU =
+tokens/s x flops/token / peak (DESIGN section 7), the peak by device (none for CPUs).
+
+Variants: `float32`, `bf16` (autocast), each optionally `+compile` (torch.compile);
+`--head` also times the last norm, the output layer and the loss alone (their share of a
+step). Prints a table, then one JSON object as the last line, also written to
+docs/benchmarks/train.json (or --out).
 """
 
 import argparse
+import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 from common import pin, report
 
 from bioknow.model import ModelConfig, Transformer
 from bioknow.train import IGNORE, optimizer, optimizer_step
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, FLOP/s
+RECIPE = {"lr": 1e-3, "wd": 0.01, "betas": (0.9, 0.98), "eps": 1e-6}
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -27,66 +39,170 @@ def peak_flops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
-def measure(name: str, batch: int, steps: int, vocab: int, device, compile: bool) -> dict:
-    cfg = ModelConfig.from_name(name, vocab)
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bioknow_step(cfg: ModelConfig, device, bf16: bool, compile: bool):
+    """A closure running one trainer step of a fresh bioknow model on (x, y)."""
     torch.manual_seed(0)
     model = Transformer(cfg).to(device)
-    opt = optimizer(model, {"lr": 1e-3, "wd": 0.01, "betas": (0.9, 0.98), "eps": 1e-6}, device)
+    opt = optimizer(model, RECIPE, device)
     run = torch.compile(model) if compile else model
-    x = torch.randint(0, vocab, (batch, cfg.block_size), device=device)
+    return lambda x, y, x_hf: optimizer_step(run, opt, x, y, 1e-3, bf16=bf16)
+
+
+def transformers_step(cfg: ModelConfig, device, bf16: bool, compile: bool):
+    """A closure running one step of the transformers model of the same shape: its own
+    forward with labels (it shifts them itself), AdamW with bioknow's groups."""
+    from transformers import AutoModelForCausalLM
+
+    from bioknow.export import hf_config
+
+    torch.manual_seed(0)
+    hf_cfg = hf_config(cfg, eot=0)
+    hf_cfg._attn_implementation = "sdpa"
+    model = AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.float32).to(device).train()
+    opt = optimizer(model, RECIPE, device)
+    run = torch.compile(model) if compile else model
+
+    def step(x, y, x_hf):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = run(input_ids=x_hf, labels=x_hf).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return step
+
+
+def head_step(cfg: ModelConfig, device, bf16: bool, batch: int):
+    """A closure timing the last norm, the output layer and the loss alone, forward and
+    backward, on hidden states of the step's shape."""
+    torch.manual_seed(0)
+    model = Transformer(cfg).to(device)
+    h = torch.randn(batch, cfg.block_size, cfg.d_model, device=device, requires_grad=True)
+
+    def step(x, y, x_hf):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model.lm_head(model.norm(h)).float()
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE)
+        loss.backward()
+        return loss.detach()
+
+    return step
+
+
+def variant_setups(cfg, device, variants, baseline: bool, head: bool, batch: int) -> dict:
+    """name -> step closure, for every bioknow variant and (with --baseline) the
+    transformers loop in each precision."""
+    setups = {}
+    for v in variants:
+        bf16, compile = v.startswith("bf16"), v.endswith("+compile")
+        setups[v] = bioknow_step(cfg, device, bf16, compile)
+        if baseline:
+            setups[f"transformers {v}"] = transformers_step(cfg, device, bf16, compile)
+        if head:
+            setups[f"head {v}"] = head_step(cfg, device, bf16, batch)
+    return setups
+
+
+def measure(name: str, args, device) -> dict:
+    cfg = ModelConfig.from_name(name, args.vocab)
+    setups = variant_setups(cfg, device, args.variants, args.baseline, args.head, args.batch)
+    torch.manual_seed(1)
+    x = torch.randint(0, args.vocab, (args.batch, cfg.block_size), device=device)
     y = torch.roll(x, -1, 1)
     y[:, -1] = IGNORE
-    for _ in range(3):  # warm-up (and compilation)
-        optimizer_step(run, opt, x, y, 1e-3)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = optimizer_step(run, opt, x, y, 1e-3)
-    float(loss)  # waits for the device
-    seconds = time.perf_counter() - start
-    rate = batch * cfg.block_size * steps / seconds
-    peak = peak_flops(device)
-    flops = cfg.flops_per_token(cfg.block_size)
-    return {
-        "model": name,
-        "batch": batch,
-        "tokens_per_s": round(rate),
-        "flops_per_token": flops,
-        "mfu": rate * flops / peak if peak else None,
-        "params_total": Transformer(cfg).parameter_counts(0)["total"],
-    }
+    for step in setups.values():  # warm-up (and compilation)
+        for _ in range(args.warmup):
+            step(x, y, x)
+    sync(device)
+    seconds = {k: [] for k in setups}
+    for _ in range(args.rounds):
+        for k, step in setups.items():
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                loss = step(x, y, x)
+            float(loss)  # waits for the device
+            seconds[k].append((time.perf_counter() - start) / args.steps)
+    tokens = args.batch * cfg.block_size
+    flops, peak = cfg.flops_per_token(cfg.block_size), peak_flops(device)
+    out = {"model": name, "batch": args.batch, "vocab": args.vocab, "flops_per_token": flops}
+    out["params_total"] = Transformer(cfg).parameter_counts(0)["total"]
+    for k, s in seconds.items():
+        rate = tokens / statistics.median(s)
+        out[k] = {"tokens_per_s": round(rate), "mfu": rate * flops / peak if peak else None}
+        if k.startswith("transformers "):
+            ours = seconds[k.removeprefix("transformers ")]
+            ratios = [b / a for a, b in zip(ours, s, strict=True)]
+            out[k]["bioknow_over_transformers"] = round(statistics.median(ratios), 3)
+        if k.startswith("head "):
+            step = seconds[k.removeprefix("head ")]
+            out[k]["share_of_step"] = round(statistics.median(s) / statistics.median(step), 3)
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    lines = [f"{'model':10s} {'variant':28s} {'tokens/s':>10s} {'MFU':>6s} {'note':>24s}"]
+    for r in rows:
+        for k, v in r.items():
+            if not isinstance(v, dict):
+                continue
+            mfu = f"{100 * v['mfu']:.1f}%" if v["mfu"] is not None else "-"
+            note = ""
+            if "bioknow_over_transformers" in v:
+                note = f"bioknow {v['bioknow_over_transformers']:.2f}x this"
+            elif "share_of_step" in v:
+                note = f"{100 * v['share_of_step']:.0f}% of the step"
+            lines.append(f"{r['model']:10s} {k:28s} {v['tokens_per_s']:>10,} {mfu:>6s} {note:>24s}")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["gpt2-2-2", "gpt2-4-4"])
+    parser.add_argument("--models", nargs="+", default=["gpt2-1-1", "gpt2-2-2"])
     parser.add_argument("--batch", type=int, default=8, help="windows of 512 per step")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per model")
     parser.add_argument("--vocab", type=int, default=4096, help="embedding rows")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        help="float32, bf16, float32+compile, bf16+compile (default: bf16+compile on CUDA, "
+        "bf16 and float32 on the CPU)",
+    )
+    parser.add_argument("--baseline", action="store_true", help="also time transformers")
+    parser.add_argument("--head", action="store_true", help="also time the output layer + loss")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--cores", type=int, help="CPU cores to pin to (default: all)")
     parser.add_argument("--out", help="JSON file (default: docs/benchmarks/train.json)")
     args = parser.parse_args()
     if args.cores:
         pin(args.cores)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    compile = device.type == "cuda" and not args.no_compile
-    rows = [measure(m, args.batch, args.steps, args.vocab, device, compile) for m in args.models]
-    lines = [f"{'model':16s} {'tokens/s':>12s} {'MFU':>7s}"]
-    for r in rows:
-        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
-        lines.append(f"{r['model']:16s} {r['tokens_per_s']:>12,} {mfu:>7s}")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if args.variants is None:
+        args.variants = ["bf16+compile"] if device.type == "cuda" else ["bf16", "float32"]
+    rows = [measure(m, args, device) for m in args.models]
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     result = {
         "device": device_name,
         "torch": torch.__version__,
-        "compile": compile,
         "threads": torch.get_num_threads(),
         "runs": rows,
     }
-    report("train", result, "\n".join(lines), args.out)
+    report("train", result, table(rows), args.out)
 
 
 if __name__ == "__main__":

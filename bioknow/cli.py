@@ -283,6 +283,7 @@ def cmd_sweep(args) -> int:
         args.out,
         device=args.device,
         per_gpu=args.per_gpu,
+        cpu_slots=args.cpu_slots,
         progress=sys.stderr.isatty(),
     )
     if args.json:
@@ -537,6 +538,12 @@ def build_parser() -> Parser:
         "--device", choices=["cpu", "cuda"], help="default: one slot per GPU if any, else the CPU"
     )
     sw.add_argument("--per-gpu", type=whole_number, default=1, help="runs sharing each GPU")
+    sw.add_argument(
+        "--cpu-slots",
+        type=whole_number,
+        default=1,
+        help="runs at once on the CPU, each with an equal share of the cores (default 1)",
+    )
     sw.add_argument("--json", action="store_true", help="print the result rows as JSON")
     sw.set_defaults(func=cmd_sweep)
 

@@ -9,7 +9,9 @@
 
 Each point runs `bioknow train` and `bioknow eval` as subprocesses, so a failure stays in
 its point and GPUs are placed with CUDA_VISIBLE_DEVICES: one slot per GPU (or `per_gpu`
-slots sharing one), or one slot on the CPU. Running the sweep again skips finished points,
+slots sharing one), or `cpu_slots` on the CPU, each with an equal share of its cores
+(tiny models use two cores poorly: two one-core runs at once get more done than one
+two-core run). The costliest points start first. Running the sweep again skips finished points,
 resumes interrupted ones, and tries failed ones again; a point that fails twice in a row
 is reported as failed.
 """
@@ -36,7 +38,7 @@ from bioknow.evaluate import eval_file
 from bioknow.model import ModelConfig
 from bioknow.train import latest_checkpoint
 
-DATASET_KEYS = {"variant", "n", "seed", "k", "c", "d", "l", "t", "renderings"}
+DATASET_KEYS = {"variant", "n", "seed", "k", "c", "d", "l", "t", "renderings", "vocab_size"}
 RECIPE_KEYS = {"lr", "wd", "batch", "warmup"}
 TOP_KEYS = {"datasets", "models", "exposures", "seeds", "recipe", "quantize", "eval", "train"}
 ATTEMPTS = 2
@@ -123,18 +125,33 @@ def points(config: dict) -> list[Point]:
     return out
 
 
-def slots(device: str, per_gpu: int) -> list[dict]:
-    """The environment of each worker slot: one per GPU (x per_gpu), or the CPU."""
+def slots(device: str, per_gpu: int, cpu_slots: int = 1) -> list[dict]:
+    """The environment of each worker slot: one per GPU (x per_gpu), or `cpu_slots` on
+    the CPU, each with its share of the cores."""
+    cpu = [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(cpu_threads(cpu_slots))}]
     if device == "cpu":
-        return [{"CUDA_VISIBLE_DEVICES": ""}]
+        return cpu * cpu_slots
     import torch
 
     gpus = torch.cuda.device_count()
     if gpus == 0:
         if device == "cuda":
             raise InputError("--device cuda asked for, but no GPU is visible")
-        return [{"CUDA_VISIBLE_DEVICES": ""}]
+        return cpu * cpu_slots
     return [{"CUDA_VISIBLE_DEVICES": str(g)} for g in range(gpus) for _ in range(per_gpu)]
+
+
+def cpu_threads(cpu_slots: int) -> int:
+    """Threads for each of `cpu_slots` runs sharing this process's cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // cpu_slots)
+
+
+def cost(point: Point) -> float:
+    """A point's training FLOPs, roughly (tokens ~ N x exposures), to start the costliest
+    first."""
+    flops = ModelConfig.from_name(point.model, 64).flops_per_token()
+    return float(point.data["n"]) * point.exposures * flops
 
 
 def quantize_settings(config: dict) -> list[str]:
@@ -277,7 +294,12 @@ def write_table(sweep: Path, rows: list[dict]) -> None:
 
 
 def run_sweep(
-    config_path, out, device: str | None = None, per_gpu: int = 1, progress: bool = False
+    config_path,
+    out,
+    device: str | None = None,
+    per_gpu: int = 1,
+    progress: bool = False,
+    cpu_slots: int = 1,
 ) -> list[dict]:
     """Run (or continue) the sweep of `config_path` in `out`; return the results rows."""
     config = load_config(config_path)
@@ -289,8 +311,10 @@ def run_sweep(
         raise InputError(f"{sweep}: holds a sweep of another config (use a new --out)")
     if per_gpu < 1:
         raise InputError(f"--per-gpu must be >= 1, got {per_gpu}")
+    if cpu_slots < 1:
+        raise InputError(f"--cpu-slots must be >= 1, got {cpu_slots}")
     device = device or "auto"
-    workers = slots(device, per_gpu)
+    workers = slots(device, per_gpu, cpu_slots)
     for folder in ("data", "runs", "logs"):
         (sweep / folder).mkdir(parents=True, exist_ok=True)
     atomic.write_json(previous, resolved)
@@ -299,7 +323,7 @@ def run_sweep(
         data_id, data = spec
         if not (sweep / "data" / data_id / "manifest.json").is_file():
             biod = {k: data[k] for k in dataset.BIOD_KEYS if k in data} or None
-            extra = {"renderings": data["renderings"]} if "renderings" in data else {}
+            extra = {k: data[k] for k in ("renderings", "vocab_size") if k in data}
             dataset.generate(
                 data["variant"],
                 data["n"],
@@ -314,6 +338,7 @@ def run_sweep(
     quantize = quantize_settings(config)
     errors: dict[str, str | None] = {}
     pending = [p for p in grid if not point_done(sweep / "runs" / p.id, quantize)]
+    pending.sort(key=cost, reverse=True)
     lock = threading.Lock()
     bar = tqdm(
         total=len(grid),

@@ -28,7 +28,7 @@ def write(tmp_path, config, name="grid.yaml"):
 def done(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     config = write(root, GRID)
-    assert cli.main(["sweep", str(config), "--out", str(root / "s")]) == 0
+    assert cli.main(["sweep", str(config), "--out", str(root / "s"), "--cpu-slots", "2"]) == 0
     return root
 
 
@@ -43,6 +43,22 @@ def test_grid_runs_end_to_end(done):
         assert "birth_date_accuracy" in r
     assert (done / "s" / "runs.csv").read_text().startswith('"point","status"')
     assert len(list((done / "s" / "data").iterdir())) == 1  # one dataset, shared
+
+
+def test_cpu_slots_share_the_cores():
+    envs = sweep.slots("cpu", per_gpu=1, cpu_slots=2)
+    assert len(envs) == 2
+    assert all(e["CUDA_VISIBLE_DEVICES"] == "" for e in envs)
+    assert {e["OMP_NUM_THREADS"] for e in envs} == {str(sweep.cpu_threads(2))}
+    assert sweep.cpu_threads(2) == max(1, sweep.cpu_threads(1) // 2)
+
+
+def test_the_costliest_points_come_first(done):
+    grid = sweep.points(sweep.load_config(done / "grid.yaml"))
+    small, large = sorted(grid, key=sweep.cost)
+    assert (small.model, large.model) == ("gpt2-1-1", "gpt2-1-2")
+    longer = sweep.Point("", small.data, small.model, 10 * small.exposures, 0)
+    assert sweep.cost(longer) == 10 * sweep.cost(small)
 
 
 def test_a_second_run_skips_finished_points(done):
