@@ -165,7 +165,7 @@ def cmd_train(args) -> int:
         device=args.device,
         resume=args.resume,
         overwrite=args.overwrite,
-        compile=False if args.no_compile else None,
+        compile="none" if args.no_compile else None,
         precision=args.precision,
         junk_fraction=args.junk_fraction,
         junk_n=args.junk_n,
@@ -448,7 +448,12 @@ def build_parser() -> Parser:
     )
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
     tr.add_argument("--overwrite", action="store_true", help="replace an existing run")
-    tr.add_argument("--no-compile", action="store_true", help="no torch.compile on CUDA")
+    tr.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="no torch.compile (by default it compiles the model on CUDA, the output layer "
+        "and loss on the CPU)",
+    )
     tr.add_argument(
         "--precision",
         choices=["bf16", "float32"],

@@ -310,20 +310,37 @@ class Transformer(nn.Module):
             self.cos, self.sin = cos.to(self.cos), sin.to(self.sin)
         return self.cos[:T], self.sin[:T]
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """Logits [B, T, vocab] (float32) for token ids [B, T]; with targets (aligned with idx,
-        -100 ignored) also the mean cross-entropy plus aux_loss_coef x the MoE balance loss."""
+    def forward(
+        self, idx: Tensor, targets: Tensor | None = None
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """(logits [B, T, vocab] in float32, None) for token ids [B, T]; with targets
+        (aligned with idx, -100 ignored) instead (None, the mean cross-entropy plus
+        aux_loss_coef x the MoE balance loss): training never materializes the logits
+        outside `loss`, which a trainer may compile on its own."""
+        x, balance = self.hidden(idx)
+        if targets is None:
+            return self.logits(x), None
+        return None, self.loss(x, targets) + self.config.aux_loss_coef * balance
+
+    def hidden(self, idx: Tensor) -> tuple[Tensor, Tensor | float]:
+        """The residual stream after the last block [B, T, d], and the summed MoE balance
+        loss (0.0 without MoE)."""
         cos, sin = self._rope(idx.size(1))
         x = self.wte(idx.long())
         balance = 0.0
         for block in self.blocks:
             x, block_balance = block(x, cos, sin)
             balance = balance + block_balance
-        logits = self.lm_head(self.norm(x)).float()
-        if targets is None:
-            return logits, None
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten().long(), ignore_index=-100)
-        return logits, loss + self.config.aux_loss_coef * balance
+        return x, balance
+
+    def logits(self, x: Tensor) -> Tensor:
+        """The final norm and the output layer, in float32."""
+        return self.lm_head(self.norm(x)).float()
+
+    def loss(self, x: Tensor, targets: Tensor) -> Tensor:
+        """Mean cross-entropy of the next-token logits of x against targets (-100 ignored)."""
+        logits = self.logits(x)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten().long(), ignore_index=-100)
 
     def parameter_counts(self, used_ids: int) -> dict[str, int]:
         """P (SPEC section 3: non-embedding parameters plus the embedding rows, input and output,

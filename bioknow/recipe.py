@@ -1,9 +1,13 @@
-"""Training recipes: the paper's defaults by N and exposures (SPEC section 4).
+"""Training recipes: the paper's defaults by N and exposures (Part 3.3, Appendix A).
 
 The row nearest to (N, exposures) on log scales gives weight decay, peak learning rate
 and batch size; where the paper gives a learning-rate range we take its lower end.
-AdamW (0.9, 0.98, eps 1e-6), linear warmup for 1000 steps (shortened to a tenth of
-the run when the run is shorter than 10,000 steps), cosine decay to 0.1 x the peak.
+Below a row (fewer people or exposures than it has, so fewer steps at its batch) the
+batch shrinks in proportion to N x exposures, down to 1, so the run keeps the row's
+number of steps: the paper's own rule for small N (it advises at least 50K steps and
+shrinks the batch to get them, Remark A.2). AdamW (0.9, 0.98, eps 1e-6), linear warmup
+for 1000 steps (shortened to a tenth of the run when the run is shorter than 10,000
+steps), cosine decay to 0.1 x the peak.
 """
 
 import math
@@ -24,6 +28,8 @@ TABLE = {
     20_000_000: {100: (0.002, 2e-4, 1536)},
 }
 WARMUP = 1000
+# Fewer steps than this, even at batch 1, and a run is warned that it may learn little.
+SHORT_RUN = 1000
 MIN_LR_RATIO = 0.1
 BETAS = (0.9, 0.98)
 EPS = 1e-6
@@ -39,7 +45,8 @@ class Recipe:
 
 
 def default(n: int, exposures: int) -> Recipe:
-    """The table row nearest to (N, exposures), by distance in log10."""
+    """The table row nearest to (N, exposures), by distance in log10; below it, the
+    row's lr and wd with the batch shrunk to keep the row's steps."""
 
     def distance(row):
         rn, re = row
@@ -47,8 +54,25 @@ def default(n: int, exposures: int) -> Recipe:
 
     rows = [(rn, re) for rn, by_e in TABLE.items() for re in by_e]
     rn, re = min(rows, key=distance)
-    wd, lr, batch = TABLE[rn][re]
-    return Recipe(lr=lr, wd=wd, batch=batch, source=f"SPEC table row N={rn:g}, {re} exposures")
+    wd, lr, row_batch = TABLE[rn][re]
+    batch = max(1, min(row_batch, round(row_batch * n * exposures / (rn * re))))
+    source = f"the paper's table row N={rn:g}, {re} exposures"
+    if batch < row_batch:
+        source += (
+            f", its batch {row_batch} shrunk to {batch} in proportion to N x exposures "
+            f"({n * exposures:.3g} of its {rn * re:.3g}) to keep its steps (Remark A.2)"
+        )
+    return Recipe(lr=lr, wd=wd, batch=batch, source=source)
+
+
+def short_run_warning(steps: int) -> str | None:
+    """A warning for a run too short to learn much, or None."""
+    if steps >= SHORT_RUN:
+        return None
+    return (
+        f"only {steps} steps: the paper trains for at least 50,000, and a run of fewer than "
+        f"{SHORT_RUN} may store little; use more exposures or a smaller --batch"
+    )
 
 
 def warmup_steps(steps: int, asked: int | None) -> tuple[int, str]:

@@ -236,6 +236,7 @@ def row(point: Point, sweep: Path, quantize: str, error: str | None) -> dict:
         "variant": point.data["variant"],
         "n": point.data["n"],
         "data_seed": point.data.get("seed", 0),
+        **{k: v for k, v in point.data.items() if k not in ("variant", "n", "seed")},
         "exposures": point.exposures,
         "model": point.model,
         "seed": point.seed,
@@ -280,7 +281,15 @@ def row(point: Point, sweep: Path, quantize: str, error: str | None) -> dict:
                 out[key] = value
             elif isinstance(value, list) and key.endswith("_ci95"):
                 out[f"{key}_low"], out[f"{key}_high"] = value
+        out["accuracy"] = mean_accuracy(report["attributes"])
     return out
+
+
+def mean_accuracy(attributes: dict) -> float:
+    """The share of knowledge values decoded exactly, averaged over the attributes that
+    carry bits (bioS: not the work city; bioD: its values)."""
+    scored = [a["accuracy"] for name, a in attributes.items() if name != "work_city"]
+    return sum(scored) / len(scored)
 
 
 def write_table(sweep: Path, rows: list[dict]) -> None:

@@ -11,13 +11,31 @@ from bioknow import recipe
         (1_000_000, 100, (5e-4, 0.01, 192)),
         (2_000_000, 100, (3e-4, 0.01, 384)),  # the lower end of the paper's range
         (12_000, 900, (1e-3, 0.02, 24)),  # nearest row
-        (100, 100, (1e-3, 0.01, 12)),  # below the table: the nearest row
+        (100, 100, (1e-3, 0.01, 1)),  # below the table: the nearest row, batch shrunk
+        (5_000, 1000, (1e-3, 0.02, 12)),  # half the row's N x exposures: half its batch
+        (900, 1000, (1e-3, 0.02, 2)),
+        (200, 40, (1e-3, 0.01, 1)),
         (20_000_000, 100, (2e-4, 0.002, 1536)),
     ],
 )
 def test_nearest_row(n, exposures, expected):
     r = recipe.default(n, exposures)
     assert (r.lr, r.wd, r.batch) == expected
+
+
+def test_a_shrunk_batch_keeps_the_rows_steps():
+    """Steps ~ N x exposures / batch: a run below its row keeps about the row's steps."""
+    row = 10_000 * 1000 / 24
+    for n in (2_000, 3_000, 5_000, 7_000):
+        r = recipe.default(n, 1000)
+        assert "shrunk" in r.source and "Remark A.2" in r.source
+        assert n * 1000 / r.batch == pytest.approx(row, rel=0.25)
+    assert "shrunk" not in recipe.default(10_000, 1000).source
+
+
+def test_short_runs_are_warned():
+    assert recipe.short_run_warning(5000) is None
+    assert "only 92 steps" in recipe.short_run_warning(92)
 
 
 def test_warmup():

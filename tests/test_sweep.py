@@ -127,3 +127,32 @@ def test_plot_kinds_match_the_cli():
     kinds = cli.build_parser()._subparsers._group_actions[0].choices["plot"]
     choices = next(a.choices for a in kinds._actions if a.dest == "kind")
     assert tuple(choices) == plot.KINDS
+
+
+CAPACITY = Path(__file__).resolve().parent.parent / "scripts" / "capacity-cpu.yaml"
+# what docs/results/capacity-cpu.csv promises for every run
+CAPACITY_COLUMNS = [
+    "variant", "k", "c", "d", "l", "t", "n", "exposures", "model", "P", "bits", "bits_max",
+    "R", "R_max", "R_ci95_low", "R_ci95_high", "accuracy", "steps", "tokens", "wall_s",
+]  # fmt: skip
+
+
+def test_the_capacity_grid_runs_shortened(tmp_path):
+    """scripts/capacity-cpu.yaml with 30 people and 3 and 1 exposures (people sampled, so
+    the interval columns appear), through sweep, plot and fit."""
+    grid = yaml.safe_load(CAPACITY.read_text())
+    grid["datasets"][0]["n"] = 30
+    grid.update(exposures=[3, 1], models=grid["models"][:2], eval={"people": 20})
+    config = write(tmp_path, grid)
+    out = tmp_path / "s"
+    assert cli.main(["sweep", str(config), "--out", str(out), "--cpu-slots", "2"]) == 0
+    assert cli.main(["plot", str(out), "--out", str(tmp_path / "capacity.png")]) == 0
+    assert cli.main(["fit", str(out)]) == 0
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(out / "runs.csv")
+    assert set(CAPACITY_COLUMNS) <= set(table.column_names)
+    rows = table.to_pylist()
+    assert len(rows) == 4 and {r["variant"] for r in rows} == {"bioD"}
+    assert all(r["R_ci95_low"] <= r["R_ci95_high"] and 0 <= r["accuracy"] <= 1 for r in rows)
+    assert (out / "fit.json").is_file() and (tmp_path / "capacity.png").stat().st_size > 0
