@@ -305,8 +305,12 @@ def cmd_sweep(args) -> int:
 def cmd_plot(args) -> int:
     from bioknow import plot
 
-    path = plot.plot(args.dir, args.out, kind=args.kind, dpi=args.dpi)
-    print(json.dumps({"png": str(path), "kind": args.kind}) if args.json else f"wrote {path}")
+    try:
+        path = plot.plot(args.dir, args.out, kind=args.kind, dpi=args.dpi)
+    except plot.NothingToCompare as e:
+        print(f"bioknow: warning: {e}", file=sys.stderr)
+        return 0
+    print(json.dumps({"figure": str(path), "kind": args.kind}) if args.json else f"wrote {path}")
     return 0
 
 
@@ -561,11 +565,11 @@ def build_parser() -> Parser:
         "against P per model family. quantized: R against P per quantization setting.",
     )
     pl.add_argument("dir", help="sweep folder (holding runs.parquet)")
-    pl.add_argument("--out", required=True, help="PNG file to write")
+    pl.add_argument("--out", required=True, help="figure file to write: .png, .pdf or .svg")
     pl.add_argument(
         "--kind", default="capacity", choices=["capacity", "exposures", "architecture", "quantized"]
     )
-    pl.add_argument("--dpi", type=whole_number, default=150, help="resolution")
+    pl.add_argument("--dpi", type=whole_number, default=150, help="resolution, 50 to 1200")
     pl.add_argument("--json", action="store_true", help="print a JSON summary")
     pl.set_defaults(func=cmd_plot)
 

@@ -9,10 +9,17 @@ Forms:
 
 The nonlinear forms are fitted in log space: the log of the prediction, written as a
 log-sum-exp of its terms, minus the log of the observation, minimized by L-BFGS-B from
-several starts. A fit is `converged` only when scipy reports success and the best loss was
-reached by at least two starts or the gradient there is small; otherwise its parameters are
-kept apart (`last`) and never reported as a result. Intervals are the 2.5 and 97.5
-percentiles of the parameters refitted on rows resampled with replacement, seeded.
+several starts. A fit is `converged` only when scipy reports success, the best loss was
+reached by at least two starts or the gradient there is small, and every parameter is
+finite; otherwise its parameters are kept apart (`last`) and never reported as a result.
+Intervals are the 2.5 and 97.5 percentiles of the parameters refitted on rows resampled
+with replacement, seeded.
+
+Nothing here raises on awkward data. Runs whose values are missing, not finite or not
+positive are left out of a fit that takes their logs; a fit whose remaining runs cannot
+determine its parameters (fewer runs than parameters + 1, a variable taking too few
+distinct values) is `skipped` with "not enough data for this fit: <reason>"; a start or a
+bootstrap draw that overflows counts as one that did not converge.
 """
 
 import itertools
@@ -48,7 +55,13 @@ BOOT_STARTS = 4  # a bootstrap draw starts from the best fit and the best starts
 KAPLAN_N = "L(N) = (Nc/N)^aN"
 KAPLAN_NS = "L(N, S) = (Nc/N)^aN + (Sc/S)^aS"
 CHINCHILLA = "L(N, D) = E + A/N^alpha + B/D^beta"
-REQUIRED = ("point", "status", "quantize", "n", "model", "P", "bits", "bits_max", "R", "R_max")
+CAPACITY = "bits = min(R* P, bits_max)"
+REQUIRED = ("status", "quantize")  # what makes a table a sweep's results table
+NOT_ENOUGH = "not enough data for this fit: "
+# what a start, a bootstrap draw or a whole fit may raise on awkward numbers: overflow,
+# a log or a power outside its domain, a singular matrix
+NUMERIC_ERRORS = (ArithmeticError, ValueError, np.linalg.LinAlgError)
+MAX_EXP = 709.0  # math.exp overflows a float just above 709.78
 
 
 # -- the results table ----------------------------------------------------------------------
@@ -65,6 +78,7 @@ def _require(df: Mapping[str, Sequence], names: Sequence[str]) -> None:
 
 
 def _numeric(df: Mapping[str, Sequence], name: str) -> np.ndarray:
+    """A column as floats (None -> NaN); InputError when it is absent or not numeric."""
     if name not in df:
         raise InputError(f"unknown column {name!r}")
     try:
@@ -73,19 +87,35 @@ def _numeric(df: Mapping[str, Sequence], name: str) -> np.ndarray:
         raise InputError(f"column {name!r} is not numeric") from None
 
 
+def _values(df: Mapping[str, Sequence], name: str, size: int) -> np.ndarray:
+    """A column as floats, all NaN when the table has no such column."""
+    return _numeric(df, name) if name in df else np.full(size, np.nan)
+
+
 def _used(df: Mapping[str, Sequence], quantize: str) -> np.ndarray:
     """Indices of the rows with status "done" and this quantization."""
-    _require(df, ("status", "quantize"))
+    _require(df, REQUIRED)
     status, quant = np.array(df["status"], dtype=object), np.array(df["quantize"], dtype=object)
     return np.flatnonzero((status == "done") & (quant == quantize))
 
 
-def _positive_logs(df, rows: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, list]:
-    """The rows among `rows` where every named column is finite and positive, and the logs
-    of those columns on them."""
+def _positive_logs(df, rows: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, list, str]:
+    """The rows among `rows` where every named column is finite and positive, the logs of
+    those columns on them, and a phrase saying how many rows that is (and why not more)."""
+    missing = [name for name in names if name not in df]
+    if missing:
+        empty = [np.empty(0) for _ in names]
+        return rows[:0], empty, f"the table has no column {', '.join(missing)}"
     values = [_numeric(df, name)[rows] for name in names]
     ok = np.logical_and.reduce([np.isfinite(v) & (v > 0) for v in values])
-    return rows[ok], [np.log(v[ok]) for v in values]
+    phrase = f"{int(ok.sum())} of {len(rows)} runs have finite, positive {', '.join(names)}"
+    faults = []
+    for name, v in zip(names, values, strict=True):
+        for count, what in ((np.sum(~np.isfinite(v)), "not finite"), (np.sum(v <= 0), "<= 0")):
+            faults += [f"{name} {what} in {count}"] if count else []
+    phrase += f" ({', '.join(faults)})" if faults else ""
+    with np.errstate(all="ignore"):
+        return rows[ok], [np.log(v[ok]) for v in values], phrase
 
 
 # -- results --------------------------------------------------------------------------------
@@ -95,19 +125,60 @@ def _not_fitted(form: str, n_runs: int, message: str, **extra) -> dict:
     return {"form": form, "n_runs": n_runs, "converged": False, "message": message, **extra}
 
 
-def _too_few(form: str, n_runs: int, n_params: int) -> dict | None:
-    if n_runs >= n_params + 1:
-        return None
-    message = f"too few runs: {n_runs} for {n_params} parameters (need {n_params + 1})"
-    return _not_fitted(form, n_runs, message)
+def _lacking(form: str, n_runs: int, reason: str, **extra) -> dict:
+    """A fit not attempted: the runs cannot determine its parameters."""
+    return _not_fitted(form, n_runs, NOT_ENOUGH + reason, skipped=True, **extra)
+
+
+def _distinct(values: np.ndarray) -> int:
+    return len(np.unique(np.round(values, 9)))
+
+
+def _shortage(n_params: int, phrase: str, variables: Mapping[str, np.ndarray], distinct: int):
+    """Why these runs cannot determine a form of n_params parameters, or None: fewer runs
+    than n_params + 1, or a variable (name -> values on the runs) with fewer than
+    `distinct` distinct values."""
+    n = len(next(iter(variables.values())))
+    if n < n_params + 1:
+        params = f"{n_params} parameters need" if n_params > 1 else "1 parameter needs"
+        return f"{phrase}; {params} at least {n_params + 1} runs"
+    for name, values in variables.items():
+        count = _distinct(values)
+        if count < distinct:
+            return (
+                f"{name} takes {count} distinct value(s) on these runs; the form needs {distinct}"
+            )
+    return None
+
+
+def _varied(variables: Sequence[np.ndarray], distinct: int, idx: np.ndarray) -> bool:
+    """Whether rows idx still hold `distinct` values of every variable (a resample)."""
+    return all(_distinct(v[idx]) >= distinct for v in variables)
+
+
+def _exp(value: float) -> float:
+    """e^value, infinite rather than an OverflowError where a float cannot hold it."""
+    return math.exp(value) if value <= MAX_EXP else math.inf
+
+
+def _finite(params: Mapping[str, float]) -> bool:
+    return all(math.isfinite(v) for v in params.values())
 
 
 def _bootstrap(refit: Callable, n: int, draws: int, seed: int) -> dict:
     """Refit on `draws` resamples of the n rows; the percentiles 2.5 and 97.5 of each
-    parameter over the draws whose fit converged (refit gives None for the others)."""
+    parameter over the draws whose fit converged (refit gives None for the others, and a
+    draw that overflows counts as one of them)."""
     rng = np.random.default_rng(seed)
-    samples = [refit(rng.integers(0, n, n)) for _ in range(draws)]
-    samples = [s for s in samples if s is not None]
+    samples = []
+    for _ in range(draws):
+        idx = rng.integers(0, n, n)
+        try:
+            sample = refit(idx)
+        except NUMERIC_ERRORS:
+            sample = None
+        if sample is not None and _finite(sample):
+            samples.append(sample)
     info = {"draws": draws, "converged": len(samples), "seed": seed}
     if not samples:
         return {"intervals": None, "bootstrap": info}
@@ -148,22 +219,31 @@ def _lse_objective(terms: Callable, log_y: np.ndarray, loss: str) -> Callable:
     return fun
 
 
+def _starts_run(fun: Callable, starts: Sequence, maxiter: int) -> list:
+    """(loss, start, result) of L-BFGS-B from every start whose run ends at a finite loss;
+    a start that overflows or leaves the function's domain is dropped."""
+    runs = []
+    with np.errstate(all="ignore"), _one_blas_thread():
+        for x0 in starts:
+            try:
+                res = minimize(
+                    fun, np.asarray(x0, float), jac=True, method="L-BFGS-B",
+                    options={**LBFGS, "maxiter": maxiter},
+                )  # fmt: skip
+            except NUMERIC_ERRORS:
+                continue
+            if np.isfinite(res.fun) and np.all(np.isfinite(res.x)):
+                runs.append((float(res.fun), tuple(x0), res))
+    return sorted(runs, key=lambda run: run[0])
+
+
 def _multistart(fun: Callable, starts: Sequence, maxiter: int) -> dict:
     """L-BFGS-B from every start; the best result and whether it converged: scipy's success
     flag and the best loss reached by at least two starts or a small gradient. Among runs
     tied with the best (within the agreement tolerance) a successful one is preferred."""
-    runs = []
-    with np.errstate(all="ignore"), _one_blas_thread():
-        for x0 in starts:
-            res = minimize(
-                fun, np.asarray(x0, float), jac=True, method="L-BFGS-B",
-                options={**LBFGS, "maxiter": maxiter},
-            )  # fmt: skip
-            if np.isfinite(res.fun):
-                runs.append((res.fun, tuple(x0), res))
+    runs = _starts_run(fun, starts, maxiter)
     if not runs:
         return {"converged": False, "message": "the loss is not finite from any start"}
-    runs.sort(key=lambda run: run[0])
     lowest = runs[0][0]
     tied = [run for run in runs if run[0] <= lowest + AGREE_RTOL * abs(lowest) + AGREE_ATOL]
     best = next((res for _, _, res in tied if res.success), tied[0][2])
@@ -186,23 +266,36 @@ def _multistart(fun: Callable, starts: Sequence, maxiter: int) -> dict:
 
 
 def _nonlinear(
-    form: str, make_fun: Callable, report: Callable, n: int, starts: Sequence, **options
+    form: str,
+    make_fun: Callable,
+    report: Callable,
+    variables: tuple[Sequence[np.ndarray], int],
+    starts: Sequence,
+    **options,
 ) -> dict:
     """Fit a log-sum-exp form from every start, then bootstrap it, each draw from the best
     fit and the best starts. make_fun(idx) gives the objective on rows idx; report(theta)
-    names the parameters. options: maxiter, draws, seed."""
+    names the parameters; variables = (columns, k): a resample in which a column takes
+    fewer than k distinct values cannot determine the fit. options: maxiter, draws, seed."""
     maxiter, draws, seed = options["maxiter"], options["draws"], options["seed"]
+    columns, distinct = variables
+    n = len(columns[0])
     fit = _multistart(make_fun(np.arange(n)), starts, maxiter)
     result = {"form": form, "n_runs": n, "converged": fit["converged"], "message": fit["message"]}
     if "x" not in fit:
         return result
     result.update({k: fit[k] for k in ("loss", "starts", "agree", "gradient_norm")})
+    params = report(fit["x"])
+    if fit["converged"] and not _finite(params):
+        infinite = [name for name, value in params.items() if not math.isfinite(value)]
+        message = f"{', '.join(infinite)} grow(s) without bound: these runs do not pin it down"
+        return {**result, "converged": False, "message": message, "last": params}
     if not fit["converged"]:
-        return {**result, "last": report(fit["x"])}
+        return {**result, "last": params}
     boot_starts = [fit["x"], *fit["best_starts"]]
 
     def refit(idx):
-        if len(np.unique(idx)) < len(boot_starts[0]) + 1:
+        if len(np.unique(idx)) < len(fit["x"]) + 1 or not _varied(columns, distinct, idx):
             return None
         draw = _multistart(make_fun(idx), boot_starts, maxiter)
         return report(draw["x"]) if draw["converged"] else None
@@ -213,8 +306,8 @@ def _nonlinear(
             f"only {boot['bootstrap']['converged']} of {draws} bootstrap refits "
             "converged: these runs do not determine the parameters"
         )
-        return {**result, "converged": False, "message": message, "last": report(fit["x"])}
-    return {**result, "params": report(fit["x"]), **boot}
+        return {**result, "converged": False, "message": message, "last": params}
+    return {**result, "params": params, **boot}
 
 
 # -- (a) the capacity law -------------------------------------------------------------------
@@ -236,50 +329,48 @@ def _capacity_fit(log_p: np.ndarray, log_cap: np.ndarray, log_bits: np.ndarray):
     )
 
 
-def capacity_law(df: Table, quantize: str = "none", draws: int = 500, seed: int = 0) -> dict:
-    """Per N the peak capacity ratio max R over runs (and the run reaching it); and one R*
-    for bits = min(R* P, bits_max), least squares on log bits, with a bootstrap interval."""
-    df = _columns(df)
-    _require(df, REQUIRED)
-    used = _used(df, quantize)
-    n_col, r_col = _numeric(df, "n"), _numeric(df, "R")
+def _peaks(df: Mapping[str, Sequence], used: np.ndarray) -> list[dict]:
+    """Per N, the run of highest R (Part 3.3's peak capacity ratio) and its figures."""
+    size = len(df["status"])
+    n_col, r_col = _values(df, "n", size), _values(df, "R", size)
+    figures = {name: _values(df, name, size) for name in ("R_max", "P", "bits")}
     peaks = []
     for n in np.unique(n_col[used][np.isfinite(n_col[used])]):
         rows = used[(n_col[used] == n) & np.isfinite(r_col[used])]
         if len(rows):
             i = rows[np.argmax(r_col[rows])]
-            peaks.append(
-                {
-                    "n": int(n),
-                    "R": float(r_col[i]),
-                    "R_max": float(_numeric(df, "R_max")[i]),
-                    "point": df["point"][i],
-                    "model": df["model"][i],
-                    "P": float(_numeric(df, "P")[i]),
-                    "bits": float(_numeric(df, "bits")[i]),
-                }
-            )
-    form = "bits = min(R* P, bits_max)"
-    rows, (log_p, log_cap, log_bits) = _positive_logs(df, used, ("P", "bits_max", "bits"))
-    base = {"peaks": peaks, "below_cap": int(np.sum(log_bits < log_cap))}
-    too_few = _too_few(form, len(rows), 1)
-    if too_few:
-        return {**too_few, **base}
+            peak = {"n": int(n), "R": float(r_col[i])}
+            peak.update({name: float(column[i]) for name, column in figures.items()})
+            peak.update({name: df[name][i] if name in df else None for name in ("point", "model")})
+            peaks.append(peak)
+    return peaks
+
+
+def capacity_law(df: Table, quantize: str = "none", draws: int = 500, seed: int = 0) -> dict:
+    """Per N the peak capacity ratio max R over runs (and the run reaching it); and one R*
+    for bits = min(R* P, bits_max), least squares on log bits, with a bootstrap interval."""
+    df = _columns(df)
+    used = _used(df, quantize)
+    rows, (log_p, log_cap, log_bits), phrase = _positive_logs(df, used, ("P", "bits_max", "bits"))
+    base = {"peaks": _peaks(df, used), "below_cap": int(np.sum(log_bits < log_cap))}
+    reason = _shortage(1, phrase, {"P": log_p}, 1)
+    if reason:
+        return _lacking(CAPACITY, len(rows), reason, **base)
     res = _capacity_fit(log_p, log_cap, log_bits)
     if res is None:
         message = "every run is at its bits_max: R* has only a lower bound"
-        return _not_fitted(form, len(rows), message, **base)
-    result = {"form": form, "n_runs": len(rows), **base, "converged": bool(res.success)}
+        return _not_fitted(CAPACITY, len(rows), message, **base)
+    result = {"form": CAPACITY, "n_runs": len(rows), **base, "converged": bool(res.success)}
     result["message"] = str(res.message)
     if not res.success:
-        return {**result, "last": {"R_star": math.exp(res.x)}}
+        return {**result, "last": {"R_star": _exp(res.x)}}
 
     def refit(idx):
         draw = _capacity_fit(log_p[idx], log_cap[idx], log_bits[idx])
-        return {"R_star": math.exp(draw.x)} if draw is not None and draw.success else None
+        return {"R_star": _exp(draw.x)} if draw is not None and draw.success else None
 
     boot = _bootstrap(refit, len(rows), draws, seed)
-    return {**result, "params": {"R_star": math.exp(res.x)}, **boot}
+    return {**result, "params": {"R_star": _exp(res.x)}, **boot}
 
 
 # -- (b) power laws -------------------------------------------------------------------------
@@ -296,43 +387,42 @@ def _line(u: np.ndarray, v: np.ndarray) -> tuple[float, float, float] | None:
     return float(v.mean() - b * u.mean()), b, r2
 
 
-def power_law(
-    x: Sequence,
-    y: Sequence,
-    offset: bool = False,
-    seed: int = 0,
-    draws: int = 500,
-    maxiter: int = 2000,
-) -> dict:
-    """y = a x^b, a line in log-log space (closed form); or, with offset, y = c + a x^b
-    (a, c > 0) by least squares on log residuals log(c + a x^b) - log y from several
-    starts. Rows where x or y is not finite and positive are left out. R^2 is of log y."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    lx, ly = np.log(x[ok]), np.log(y[ok])
+def _plain_power_law(lx: np.ndarray, ly: np.ndarray, seed: int, draws: int) -> dict:
+    """y = a x^b: a least-squares line in log-log space (closed form), bootstrapped."""
     n = len(lx)
-    if not offset:
-        form = "y = a x^b"
-        too_few = _too_few(form, n, 2)
-        if too_few:
-            return too_few
-        line = _line(lx, ly)
-        if line is None:
-            return _not_fitted(form, n, "x does not vary")
+    line = _line(lx, ly)
 
-        def refit(idx):
-            fit = _line(lx[idx], ly[idx])
-            return None if fit is None else {"a": math.exp(fit[0]), "b": fit[1]}
+    def refit(idx):
+        fit = _line(lx[idx], ly[idx])
+        return None if fit is None else {"a": _exp(fit[0]), "b": fit[1]}
 
-        params = {"a": math.exp(line[0]), "b": line[1]}
-        result = {"form": form, "n_runs": n, "converged": True, "message": "closed form"}
-        return {**result, "params": params, "r2": line[2], **_bootstrap(refit, n, draws, seed)}
+    params = {"a": _exp(line[0]), "b": line[1]}
+    result = {"form": "y = a x^b", "n_runs": n, "converged": True, "message": "closed form"}
+    if not _finite(params):
+        return {**result, "converged": False, "message": "a overflows a float", "last": params}
+    return {**result, "params": params, "r2": line[2], **_bootstrap(refit, n, draws, seed)}
 
+
+def _offset_starts(lx: np.ndarray, ly: np.ndarray, u: np.ndarray) -> list[tuple]:
+    """Starts (log c, log a0, b) for y = c + a0 e^(b u): exponents of the sign of the plain
+    fit's, c a fraction of min y, a0 to match."""
+    line = _line(lx, ly)
+    slope = line[1] if line else 1.0
+    exponents = {slope, *(math.copysign(s, slope) for s in (0.1, 0.3, 1.0, 3.0))}
+    starts = []
+    with np.errstate(all="ignore"):
+        for b, frac in itertools.product(sorted(exponents), (0.01, 0.3, 0.7, 0.95)):
+            log_c = math.log(frac) + float(ly.min())
+            rest = np.log(np.maximum(-np.expm1(log_c - ly), 1e-300)) + ly  # log(y - c)
+            starts.append((log_c, float(np.median(rest - b * u)), b))
+    return starts
+
+
+def _offset_power_law(lx: np.ndarray, ly: np.ndarray, **options) -> dict:
+    """y = c + a x^b (a, c > 0) by least squares on log residuals log(c + a x^b) - log y
+    from several starts; c + a x^b = exp(logsumexp(log c, log a0 + b u)) with u = log x - m,
+    so a = a0 e^(-b m)."""
     form = "y = c + a x^b"
-    too_few = _too_few(form, n, 3)
-    if too_few:
-        return too_few
-    # c + a x^b = exp(logsumexp(log c, log a0 + b u)) with u = log x - m, so a = a0 e^(-b m)
     m = lx.mean()
     u = lx - m
 
@@ -348,30 +438,64 @@ def power_law(
 
     def report(theta):
         log_c, log_a0, b = (float(v) for v in theta)
-        return {"a": math.exp(log_a0 - b * m), "b": b, "c": math.exp(log_c)}
+        return {"a": _exp(log_a0 - b * m), "b": b, "c": _exp(log_c)}
 
-    # starts: exponents of the sign of the plain fit's, c a fraction of min y, a0 to match
-    line = _line(lx, ly)
-    slope = line[1] if line else 1.0
-    exponents = {slope, *(math.copysign(s, slope) for s in (0.1, 0.3, 1.0, 3.0))}
-    starts = []
-    for b, frac in itertools.product(sorted(exponents), (0.01, 0.3, 0.7, 0.95)):
-        c = frac * float(np.exp(ly.min()))
-        log_a0 = float(np.median(np.log(np.maximum(np.exp(ly) - c, 1e-300)) - b * u))
-        starts.append((math.log(c), log_a0, b))
-    options = {"maxiter": maxiter, "draws": draws, "seed": seed}
-    result = _nonlinear(form, make_fun, report, n, starts, **options)
+    starts = _offset_starts(lx, ly, u)
+    result = _nonlinear(form, make_fun, report, ([u], 3), starts, **options)
     if "params" in result and result["params"]["c"] < 1e-6 * math.exp(ly.min()):
         message = "c tends to 0 (the boundary): no offset, see the plain power law"
         params = result.pop("params")
         result.pop("intervals")
         return {**result, "converged": False, "message": message, "last": params}
     if "params" in result:  # the loss is the sum of squared log residuals
-        result["r2"] = 1 - result["loss"] / float(((ly - ly.mean()) ** 2).sum())
+        spread = float(((ly - ly.mean()) ** 2).sum())
+        result["r2"] = 1 - result["loss"] / spread if spread > 0 else 1.0
     return result
 
 
+def power_law(
+    x: Sequence,
+    y: Sequence,
+    offset: bool = False,
+    seed: int = 0,
+    draws: int = 500,
+    maxiter: int = 2000,
+    names: tuple[str, str] = ("x", "y"),
+) -> dict:
+    """y = a x^b, a line in log-log space (closed form); or, with offset, y = c + a x^b
+    (a, c > 0) by least squares on log residuals from several starts. Rows where x or y is
+    not finite and positive are left out. R^2 is of log y. `names` name x and y in
+    messages."""
+    df = dict(zip(names, (x, y), strict=True))
+    _, (lx, ly), phrase = _positive_logs(df, np.arange(len(x)), names)
+    form = "y = c + a x^b" if offset else "y = a x^b"
+    reason = _shortage(3 if offset else 2, phrase, {names[0]: lx}, 3 if offset else 2)
+    if reason:
+        return _lacking(form, len(lx), reason)
+    if not offset:
+        return _plain_power_law(lx, ly, seed, draws)
+    return _offset_power_law(lx, ly, maxiter=maxiter, draws=draws, seed=seed)
+
+
 # -- (c) Kaplan -----------------------------------------------------------------------------
+
+
+def _kaplan_terms(lni: np.ndarray, lsi: np.ndarray | None) -> Callable:
+    """The log terms aN (log Nc - log N) [and aS (log Sc - log S)] and their gradient."""
+
+    def terms(theta):
+        gap_n = theta[0] - lni  # log Nc - log N
+        if lsi is None:
+            return (theta[1] * gap_n)[None], lambda g: np.array(
+                [theta[1] * g[0].sum(), g[0] @ gap_n]
+            )
+        gap_s = theta[2] - lsi  # log Sc - log S
+        t = np.stack([theta[1] * gap_n, theta[3] * gap_s])
+        return t, lambda g: np.array(
+            [theta[1] * g[0].sum(), g[0] @ gap_n, theta[3] * g[1].sum(), g[1] @ gap_s]
+        )
+
+    return terms
 
 
 def kaplan(
@@ -386,39 +510,27 @@ def kaplan(
     """Kaplan et al. (2001.08361) on final_loss: L(N) = (Nc/N)^aN (eq. 1.1) or, with steps,
     L(N, S) = (Nc/N)^aN + (Sc/S)^aS (eq. 1.6); least squares on log L in the parameters
     theta = (log Nc, aN[, log Sc, aS]), from a grid of exponents, each start's log Nc
-    (log Sc) set to fit the mean log loss (half of the loss per term)."""
+    (log Sc) set to fit the mean log loss (half of the loss per term). N needs 2 distinct
+    values, or 3 of N and of S for the sum of two power laws."""
     df = _columns(df)
     form = KAPLAN_NS if with_steps else KAPLAN_N
     names = (params_column, "final_loss") + (("steps",) if with_steps else ())
-    rows, (ln, ll, *ls) = _positive_logs(df, _used(df, quantize), names)
+    rows, (ln, ll, *ls), phrase = _positive_logs(df, _used(df, quantize), names)
     ls = ls[0] if with_steps else None
-    n = len(rows)
-    too_few = _too_few(form, n, 4 if with_steps else 2)
-    if too_few:
-        return {**too_few, "N": params_column}
+    variables = {params_column: ln, **({"steps": ls} if with_steps else {})}
+    distinct = 3 if with_steps else 2
+    reason = _shortage(4 if with_steps else 2, phrase, variables, distinct)
+    if reason:
+        return _lacking(form, len(rows), reason, N=params_column)
 
     def make_fun(idx):
-        lni, lsi = ln[idx], (ls[idx] if with_steps else None)
-
-        def terms(theta):
-            gap_n = theta[0] - lni  # log Nc - log N
-            if not with_steps:
-                return (theta[1] * gap_n)[None], lambda g: np.array(
-                    [theta[1] * g[0].sum(), g[0] @ gap_n]
-                )
-            gap_s = theta[2] - lsi  # log Sc - log S
-            t = np.stack([theta[1] * gap_n, theta[3] * gap_s])
-            return t, lambda g: np.array(
-                [theta[1] * g[0].sum(), g[0] @ gap_n, theta[3] * g[1].sum(), g[1] @ gap_s]
-            )
-
+        terms = _kaplan_terms(ln[idx], ls[idx] if with_steps else None)
         return _lse_objective(terms, ll[idx], "squares")
 
     def report(theta):
         names = ("Nc", "aN", "Sc", "aS")[: len(theta)]
         return {
-            k: math.exp(v) if k.endswith("c") else float(v)
-            for k, v in zip(names, theta, strict=True)
+            k: _exp(v) if k.endswith("c") else float(v) for k, v in zip(names, theta, strict=True)
         }
 
     exponents = (0.03, 0.1, 0.3, 1.0)
@@ -431,7 +543,8 @@ def kaplan(
     else:
         starts = [(float(np.mean(ll / an + ln)), an) for an in exponents]
     options = {"maxiter": maxiter, "draws": draws, "seed": seed}
-    return {**_nonlinear(form, make_fun, report, n, starts, **options), "N": params_column}
+    checked = (list(variables.values()), distinct)
+    return {**_nonlinear(form, make_fun, report, checked, starts, **options), "N": params_column}
 
 
 # -- (d) Chinchilla -------------------------------------------------------------------------
@@ -450,14 +563,13 @@ def chinchilla(
     L = final_loss) fitted as Besiroglu et al. (2404.10102) do: minimize the sum over runs
     of Huber(delta=1e-3) of LSE(a - alpha log N, b - beta log D, e) - log L by L-BFGS-B from
     every start of `grid` (values of a, alpha, b, beta, e; a = log A, b = log B, e = log E),
-    keeping the best."""
+    keeping the best. N and D each need 3 distinct values (E shares the constant)."""
     df = _columns(df)
     names = (params_column, "tokens", "final_loss")
-    rows, (ln, ld, ll) = _positive_logs(df, _used(df, quantize), names)
-    n = len(rows)
-    too_few = _too_few(CHINCHILLA, n, 5)
-    if too_few:
-        return {**too_few, "N": params_column, "D": "tokens"}
+    rows, (ln, ld, ll), phrase = _positive_logs(df, _used(df, quantize), names)
+    reason = _shortage(5, phrase, {params_column: ln, "tokens": ld}, 3)
+    if reason:
+        return _lacking(CHINCHILLA, len(rows), reason, N=params_column, D="tokens")
 
     def make_fun(idx):
         lni, ldi = ln[idx], ld[idx]
@@ -473,91 +585,125 @@ def chinchilla(
 
     def report(theta):
         a, alpha, b, beta, e = (float(v) for v in theta)
-        return {"E": math.exp(e), "A": math.exp(a), "B": math.exp(b), "alpha": alpha, "beta": beta}
+        return {"E": _exp(e), "A": _exp(a), "B": _exp(b), "alpha": alpha, "beta": beta}
 
     starts = list(itertools.product(*grid))
     options = {"maxiter": maxiter, "draws": draws, "seed": seed}
-    result = _nonlinear(CHINCHILLA, make_fun, report, n, starts, **options)
+    result = _nonlinear(CHINCHILLA, make_fun, report, ([ln, ld], 3), starts, **options)
     return {**result, "N": params_column, "D": "tokens"}
 
 
 # -- everything, for a sweep ----------------------------------------------------------------
 
 
-def _has_data(df, rows: np.ndarray, names: Sequence[str]) -> str | None:
-    """None when every named column has a finite value in `rows`, else the reason."""
-    for name in names:
-        if name not in df or not np.isfinite(_numeric(df, name)[rows]).any():
-            return f"no data in column {name}"
-    return None
+def _guarded(form: str, fit: Callable, *args, **kwargs) -> dict:
+    """fit(*args, **kwargs), or a fit that did not converge saying what it raised: one
+    form failing on awkward data leaves the others standing."""
+    try:
+        return fit(*args, **kwargs)
+    except Exception as e:  # reported in the fit, never a crash
+        return _not_fitted(form, 0, f"the fit failed: {type(e).__name__}: {e}")
 
 
-def _skipped(form: str, reason: str) -> dict:
-    return _not_fitted(form, 0, reason, skipped=True)
+def _plain(value):
+    """value with numpy scalars as Python numbers and non-finite floats as None (JSON has
+    no NaN or infinity)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
-def fit_all(sweep_dir: Path, metric: str | None = None, against: str | None = None) -> dict:
-    """Fit every form to DIR/runs.parquet (rows with status done, quantize none) and write
-    DIR/fit.json and DIR/report.md. The power laws are `metric` against `against` per N
-    (default: bits against P); Kaplan and Chinchilla run where their columns have data."""
-    sweep_dir = Path(sweep_dir)
+def _read_table(sweep_dir: Path) -> pa.Table:
     path = sweep_dir / "runs.parquet"
     if not path.is_file():
         raise InputError(f"{path}: not found")
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as e:
-        raise InputError(f"{path}: not a readable parquet file ({e})") from None
-    df = table.to_pydict()
-    _require(df, REQUIRED)
-    metric, against = metric or "bits", against or "P"
-    x, y = _numeric(df, against), _numeric(df, metric)
-    used = _used(df, "none")
-    n_col = _numeric(df, "n")
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise InputError(f"{path}: not a readable parquet file ({reason})") from None
+    missing = [name for name in REQUIRED if name not in table.column_names]
+    if missing:
+        raise InputError(f"{path}: not a sweep's results table (no column {', '.join(missing)})")
+    return table
 
+
+def _power_laws(df, used: np.ndarray, metric: str, against: str) -> list[dict]:
+    """y = a x^b and y = c + a x^b of metric against `against`, per N."""
+    size = len(df["status"])
+    x, y, n_col = (_values(df, name, size) for name in (against, metric, "n"))
     per_n = []
     for n in np.unique(n_col[used][np.isfinite(n_col[used])]):
         rows = used[n_col[used] == n]
-        plain, offset = power_law(x[rows], y[rows]), power_law(x[rows], y[rows], offset=True)
+        names = (against, metric)
+        plain = _guarded("y = a x^b", power_law, x[rows], y[rows], names=names)
+        offset = _guarded("y = c + a x^b", power_law, x[rows], y[rows], offset=True, names=names)
         per_n.append({"n": int(n), "plain": plain, "offset": offset})
+    return per_n
 
-    kaplan_fits = {}
-    for with_steps, form in ((False, KAPLAN_N), (True, KAPLAN_NS)):
-        reason = _has_data(df, used, ("P", "final_loss") + (("steps",) if with_steps else ()))
-        kaplan_fits["N_S" if with_steps else "N"] = (
-            _skipped(form, reason) if reason else kaplan(df, with_steps)
-        )
-    chinchilla_fits = {}
-    for column in ("P", "P_nonembedding"):
-        reason = _has_data(df, used, (column, "tokens", "final_loss"))
-        chinchilla_fits[column] = _skipped(CHINCHILLA, reason) if reason else chinchilla(df, column)
 
+def fit_all(sweep_dir: Path, metric: str | None = None, against: str | None = None) -> dict:
+    """Fit every form to DIR/runs.parquet (rows with status done, quantize none) and write
+    DIR/fit.json and DIR/report.md, each atomically, whatever the fits make of the data.
+    The power laws are `metric` against `against` per N (default: bits against P).
+    InputError (and nothing written) only when the table is missing or unreadable, or a
+    column named here is absent or not numeric."""
+    sweep_dir = Path(sweep_dir)
+    table = _read_table(sweep_dir)
+    df = table.to_pydict()
+    for name in (metric, against):
+        if name is not None:
+            _numeric(df, name)
+    metric, against = metric or "bits", against or "P"
+    used = _used(df, "none")
+    kaplan_fits = {
+        "N": _guarded(KAPLAN_N, kaplan, df, False),
+        "N_S": _guarded(KAPLAN_NS, kaplan, df, True),
+    }
+    chinchilla_fits = {
+        column: _guarded(CHINCHILLA, chinchilla, df, column) for column in ("P", "P_nonembedding")
+    }
     result = {
         "sweep": str(sweep_dir),
         "rows": table.num_rows,
         "runs_used": len(used),
-        "capacity": capacity_law(df),
-        "power_law": {"metric": metric, "against": against, "per_n": per_n},
+        "capacity": _guarded(CAPACITY, capacity_law, df),
+        "power_law": {
+            "metric": metric,
+            "against": against,
+            "per_n": _power_laws(df, used, metric, against),
+        },
         "kaplan": kaplan_fits,
         "chinchilla": chinchilla_fits,
     }
-    atomic.write_json(sweep_dir / "fit.json", result)
+    result = _plain(result)
     atomic.write_bytes(sweep_dir / "report.md", _report(result).encode())
+    atomic.write_json(sweep_dir / "fit.json", result)
     return result
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
 
 
 def _summary(fit: dict, extra: str = "") -> str:
     """One line: the parameters with their intervals, or why there are none."""
     if fit.get("skipped"):
-        return f"skipped: {fit['message']}"
+        return fit["message"]
     if not fit["converged"]:
         return f"did not converge: {fit['message']}"
     intervals = fit["intervals"] or {}
     values = []
     for name, value in fit["params"].items():
         low_high = intervals.get(name)
-        span = f" [{low_high[0]:.4g}, {low_high[1]:.4g}]" if low_high else " [no interval]"
-        values.append(f"{name} = {value:.4g}{span}")
+        span = f" [{_number(low_high[0])}, {_number(low_high[1])}]" if low_high else ""
+        values.append(f"{name} = {_number(value)}{span or ' [no interval]'}")
     boot = fit["bootstrap"]
     return (
         f"{', '.join(values)}{extra}; {fit['n_runs']} runs; converged; "
@@ -566,10 +712,11 @@ def _summary(fit: dict, extra: str = "") -> str:
 
 
 def _r2(fit: dict) -> str:
-    return f", R^2 = {fit['r2']:.4f}" if "r2" in fit else ""
+    return f", R^2 = {fit['r2']:.4f}" if fit.get("r2") is not None else ""
 
 
 def _report(result: dict) -> str:
+    """report.md: every fit's parameters and intervals, or why it has none."""
     capacity = result["capacity"]
     lines = [
         f"# Scaling-law fits: {result['sweep']}",
@@ -578,19 +725,23 @@ def _report(result: dict) -> str:
         "Intervals [low, high] are 95% bootstrap intervals (percentiles 2.5 and 97.5 of the",
         "refitted parameters over runs resampled with replacement, seeded).",
         "",
-        "## Capacity law: bits = min(R* P, bits_max)",
+        f"## Capacity law: {CAPACITY}",
         "",
         "| N | peak R | R_max | run | model | P | bits |",
         "|---|---|---|---|---|---|---|",
     ]
-    for p in capacity["peaks"]:
+    for p in capacity.get("peaks", []):
         lines.append(
-            f"| {p['n']} | {p['R']:.4g} | {p['R_max']:.4g} | {p['point']} | {p['model']} "
-            f"| {p['P']:.4g} | {p['bits']:.4g} |"
+            f"| {p['n']} | {_number(p['R'])} | {_number(p['R_max'])} | {p['point']} "
+            f"| {p['model']} | {_number(p['P'])} | {_number(p['bits'])} |"
         )
-    lines += ["", f"{_summary(capacity)} ({capacity['below_cap']} runs below bits_max)."]
+    below_cap = None if capacity.get("skipped") else capacity.get("below_cap")
+    below = "" if below_cap is None else f" ({below_cap} runs below bits_max)"
+    lines += ["", f"{_summary(capacity)}{below}."]
     power = result["power_law"]
     lines += ["", f"## Power laws per N: {power['metric']} against {power['against']}", ""]
+    if not power["per_n"]:
+        lines.append(f"{NOT_ENOUGH}no finished, unquantized run has a value of n")
     for row in power["per_n"]:
         plain, offset = row["plain"], row["offset"]
         lines.append(f"- N = {row['n']}: y = a x^b: {_summary(plain, _r2(plain))}")

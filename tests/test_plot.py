@@ -1,9 +1,11 @@
+from pathlib import Path
+
 import matplotlib.image
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bioknow import plot
+from bioknow import cli, plot
 from bioknow.errors import InputError
 
 NS = (10_000, 20_000, 50_000)
@@ -142,7 +144,8 @@ def test_capacity_right_panel_plots_r_with_lines_at_1_and_2():
         assert list(line.get_ydata()) == pytest.approx([min(2.0 * P, bits_max(n)) / P for P in Ps])
     refs = by_gid(right)
     assert list(refs["R=1"].get_ydata()) == [1, 1] and list(refs["R=2"].get_ydata()) == [2, 2]
-    assert right.get_ylim()[0] == 0
+    low, high = right.get_ylim()
+    assert -0.2 < low < 0 and 2 < high < 2.5  # R = 0 and R = 2 both inside, with a margin
     assert right.get_ylabel() == "bits per parameter R" and right.get_xlabel() == "parameters P"
 
 
@@ -201,16 +204,17 @@ def test_each_kind_writes_a_png(tmp_path, kind):
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     image = matplotlib.image.imread(out)
-    width, height = plot.SPECS[kind].size
-    assert image.shape == (round(height * 150), round(width * 150), 4)
+    width, height = plot.SPECS[kind].size  # a capacity figure grows to fit its legends
+    assert image.shape[1:] == (round(width * 150), 4) and image.shape[0] >= round(height * 150)
     assert image.shape[1] > image.shape[0]
     assert [p.name for p in out.parent.iterdir()] == [f"{kind}.png"]
 
 
 def test_capacity_is_the_default_and_dpi_scales_the_image(tmp_path):
     sweep = write_sweep(tmp_path / "sweep", capacity_rows())
-    out = plot.plot(sweep, tmp_path / "a.png", dpi=50)
-    assert matplotlib.image.imread(out).shape == (240, 600, 4)
+    small = matplotlib.image.imread(plot.plot(sweep, tmp_path / "a.png", dpi=50)).shape
+    large = matplotlib.image.imread(plot.plot(sweep, tmp_path / "b.png", dpi=100)).shape
+    assert small[1] == 600 and large[:2] == (2 * small[0], 2 * small[1])
 
 
 def test_reading_nulls_from_parquet(tmp_path):
@@ -274,6 +278,7 @@ def test_only_failed_rows(tmp_path):
 def test_only_quantized_rows_make_no_capacity_figure(tmp_path):
     rows = [row(10_000, m, P, quantize="int8") for m, P in GPT2.items()]
     assert "quantize none" in failing(tmp_path, rows)
+    rows += [row(10_000, m, P) for m, P in GPT2.items()]
     assert plot.figure(rows, "quantized") is not None
 
 
@@ -294,3 +299,212 @@ def test_bad_output_and_dpi(tmp_path):
     with pytest.raises(InputError, match="dpi"):
         plot.plot(sweep, tmp_path / "fig.png", dpi=0)
     assert not (tmp_path / "fig.png").exists()
+
+
+# -- formats and options --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "magic"),
+    [("fig.png", b"\x89PNG\r\n\x1a\n"), ("fig.pdf", b"%PDF-"), ("fig.SVG", b"<?xml")],
+)
+def test_the_extension_names_the_format(tmp_path, name, magic):
+    sweep = write_sweep(tmp_path / "sweep", capacity_rows())
+    data = plot.plot(sweep, tmp_path / name).read_bytes()
+    assert data.startswith(magic)
+    if name.endswith("SVG"):
+        assert b"<svg" in data[:1000] and b"bits per parameter R" in data
+
+
+@pytest.mark.parametrize("name", ["fig.jpg", "fig", "fig.png.bak"])
+def test_unknown_extensions_are_refused(tmp_path, name):
+    sweep = write_sweep(tmp_path / "sweep", capacity_rows())
+    with pytest.raises(InputError, match=r"name the figure file \.png, \.pdf, \.svg"):
+        plot.plot(sweep, tmp_path / name)
+    assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("dpi", [49, 1201, 0, -5, float("nan")])
+def test_dpi_out_of_range_is_refused(tmp_path, dpi):
+    message = failing(tmp_path, capacity_rows(), dpi=dpi)
+    assert "between 50 and 1200" in message
+
+
+def test_cli_refuses_bad_extension_and_dpi_in_one_line(tmp_path, capsys):
+    sweep = write_sweep(tmp_path / "sweep", capacity_rows())
+    for extra in (
+        ["--out", str(tmp_path / "f.jpg")],
+        ["--out", str(tmp_path / "f.png"), "--dpi", "5000"],
+    ):
+        assert cli.main(["plot", str(sweep), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("bioknow: error:")
+    assert not list(tmp_path.glob("f.*"))
+
+
+# -- scale, marks and intervals -------------------------------------------------------------
+
+
+def weak_rows():
+    """Small models storing little: R from about 0.001 to 0.03, one run with a negative
+    value term (clamped) and one storing nothing at all (every term negative)."""
+    rows = []
+    for n in NS[:2]:
+        for i, (model, P) in enumerate(GPT2.items()):
+            bits = 0.01 * (i + 1) * P / 3
+            rows.append({**row(n, model, P), "bits": bits, "bits_clamped": bits,
+                         "R": bits / P, "R_clamped": bits / P})  # fmt: skip
+    first = rows[0]  # a negative term: raw bits below the clamped ones
+    first.update(bits=first["bits_clamped"] - 500.0, R=(first["bits_clamped"] - 500.0) / 1e5)
+    last = rows[-1]  # nothing stored
+    last.update(bits=-2000.0, R=-2000.0 / last["P"], bits_clamped=0.0, R_clamped=0.0)
+    return rows
+
+
+def inside(ax, values):
+    low, high = ax.get_ylim()
+    return all(low <= v <= high for v in values)
+
+
+def test_small_ratios_fill_the_r_panel():
+    rows = weak_rows()
+    right = plot.figure(rows, "capacity").axes[1]
+    values = [r["R_clamped"] for r in rows]
+    low, high = right.get_ylim()
+    assert inside(right, values) and high < 1.5 * max(values)  # not flattened onto the axis
+    assert "R=1" not in by_gid(right)  # the lines at 1 and 2 are far above: a note says so
+    assert any("above this range" in t.get_text() for t in right.get_legend().get_texts())
+
+
+def test_clamped_and_empty_runs_are_marked_not_dropped():
+    rows = weak_rows()
+    left, right = plot.figure(rows, "capacity").axes
+    hollow = [line for line in left.get_lines() if line.get_gid() == "clamped"]
+    xs = sorted(x for line in hollow for x in line.get_xdata())
+    assert xs == sorted([rows[0]["P"], rows[-1]["P"]])
+    for line in hollow:
+        assert line.get_markerfacecolor() == "none" and line.get_linestyle() == "None"
+    # the run storing nothing sits on the bottom edge of the log axis, the other at its bits
+    points = {
+        x: y for line in hollow for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)
+    }
+    assert points[rows[-1]["P"]] == left.get_ylim()[0]
+    assert points[rows[0]["P"]] == rows[0]["bits_clamped"]
+    legend = [t.get_text() for t in left.get_legend().get_texts()]
+    assert any("clamped" in t for t in legend) and any("no bits stored" in t for t in legend)
+    # on the linear R axis both are hollow at their clamped value, inside the axis
+    hollow = [line for line in right.get_lines() if line.get_gid() == "clamped"]
+    ys = sorted(y for line in hollow for y in line.get_ydata())
+    assert ys == sorted([0.0, rows[0]["R_clamped"]]) and inside(right, ys)
+    assert any("clamped" in t.get_text() for t in right.get_legend().get_texts())
+
+
+def test_intervals_are_drawn_where_the_table_has_them():
+    rows = capacity_rows()
+    for r in rows[:4]:
+        r.update(R_ci95_low=r["R"] * 0.8, R_ci95_high=r["R"] * 1.1)
+    right = plot.figure(rows, "capacity").axes[1]
+    caps = [line for line in right.get_lines() if line.get_gid() == "ci95"]
+    ends = sorted(y for line in caps for y in line.get_ydata())
+    wanted = sorted([r["R"] * 0.8 for r in rows[:4]] + [r["R"] * 1.1 for r in rows[:4]])
+    assert ends == pytest.approx(wanted)
+    assert any("95% interval" in t.get_text() for t in right.get_legend().get_texts())
+
+
+@pytest.mark.parametrize(
+    ("kind", "word"), [("exposures", "1000 exposures"), ("architecture", "gpt2")]
+)
+def test_one_value_to_compare_warns_and_writes_nothing(tmp_path, capsys, kind, word):
+    sweep = write_sweep(tmp_path / "sweep", capacity_rows())
+    out = tmp_path / "fig.png"
+    with pytest.raises(plot.NothingToCompare, match=word):
+        plot.plot(sweep, out, kind=kind)
+    assert cli.main(["plot", str(sweep), "--out", str(out), "--kind", kind]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("bioknow: warning:") and "no figure written" in captured.err
+    assert not out.exists()
+
+
+# -- real sweep tables (tests/data/NAME.parquet, made by tests/data/make_tables.py) ---------
+
+DATA = Path(__file__).parent / "data"
+TABLES = ("example", "example-sampled", "short", "one-model", "families", "biod")
+
+
+def real_rows(name):
+    return pq.read_table(DATA / f"{name}.parquet").to_pylist()
+
+
+def points(ax, gid):
+    """(x, y) of every point the axes' lines with this gid hold (None: the series)."""
+    return {
+        (float(x), float(y))
+        for line in ax.get_lines()
+        if line.get_gid() == gid
+        for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)
+    }
+
+
+def check_every_run_drawn(ax, rows, x, y, log=False):
+    """Each run is a point of its series inside the axes (on a log axis, one with y <= 0
+    sits hollow on the bottom edge), and hollow where its bits are clamped."""
+    low, high = ax.get_ylim()
+    series, hollow = points(ax, None), points(ax, "clamped")
+    for row in rows:
+        at = (float(row[x]), float(row[y]))
+        assert at in series, row["point"]
+        if log and row[y] <= 0:
+            assert (at[0], low) in hollow, row["point"]
+        else:
+            assert low <= row[y] <= high, row["point"]
+            assert (at in hollow) == plot.clamped(row), row["point"]
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_every_run_of_a_real_sweep_is_drawn(name):
+    rows = real_rows(name)
+    left, right = plot.figure(rows, "capacity").axes
+    check_every_run_drawn(left, rows, "P", "bits_clamped", log=True)
+    check_every_run_drawn(right, rows, "P", "R_clamped")
+    # the R axis fits the data: R = 1 and 2 are far above every run here
+    values = [max(r["R_clamped"], r.get("R_ci95_high") or 0) for r in rows]
+    assert right.get_ylim()[1] < 1.3 * max(max(values), 0.05)
+    assert right.get_legend() is not None and left.get_legend() is not None
+
+
+def test_intervals_of_a_sampled_sweep():
+    rows = real_rows("example-sampled")
+    right = plot.figure(rows, "capacity").axes[1]
+    caps = sorted(
+        y for line in right.get_lines() if line.get_gid() == "ci95" for y in line.get_ydata()
+    )
+    ends = sorted(r[f"R_ci95_{end}"] for r in rows for end in ("low", "high"))
+    assert len(ends) == 12 and caps == pytest.approx(ends)
+
+
+def test_a_biod_sweep_with_two_datasets_per_n():
+    """bioD at D = 10 and 20 for each N: four datasets, told apart by their maximum bits."""
+    rows = real_rows("biod")
+    assert {"bits_diversity", "p3"} <= set(rows[0])
+    left = plot.figure(rows, "capacity").axes[0]
+    maxima = sorted(
+        line.get_ydata()[0] for line in left.get_lines() if "bits_max" in str(line.get_gid())
+    )
+    assert maxima == sorted({r["bits_max"] for r in rows}) and len(maxima) == 4
+    labels = [t.get_text() for t in left.get_legend().get_texts()]
+    assert sum("bits" in label and label.startswith("N = ") for label in labels) == 4
+
+
+def test_families_and_exposures_of_a_real_sweep():
+    rows = real_rows("families")
+    for kind in ("exposures", "architecture"):
+        ax = plot.figure(rows, kind).axes[0]
+        check_every_run_drawn(ax, rows, plot.SPECS[kind].x, "R_clamped")
+    with pytest.raises(plot.NothingToCompare, match="quantizations"):
+        plot.figure(rows, "quantized")
+
+
+def test_a_table_without_the_bits_columns_still_draws_r():
+    rows = [{k: v for k, v in r.items() if not k.startswith("bits")} for r in all_rows()]
+    assert plot.figure(rows, "exposures").axes[0].get_legend() is not None
