@@ -165,7 +165,7 @@ def cmd_train(args) -> int:
         device=args.device,
         resume=args.resume,
         overwrite=args.overwrite,
-        compile="none" if args.no_compile else None,
+        compile=args.compile,
         precision=args.precision,
         junk_fraction=args.junk_fraction,
         junk_n=args.junk_n,
@@ -453,10 +453,10 @@ def build_parser() -> Parser:
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
     tr.add_argument("--overwrite", action="store_true", help="replace an existing run")
     tr.add_argument(
-        "--no-compile",
-        action="store_true",
-        help="no torch.compile (by default it compiles the model on CUDA, the output layer "
-        "and loss on the CPU)",
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile the model (default: on CUDA, and on the CPU for runs of at "
+        "least 2000 steps, where it repays its cost)",
     )
     tr.add_argument(
         "--precision",
