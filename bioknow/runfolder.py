@@ -9,12 +9,14 @@
     RUN/metrics.jsonl                     step, tokens, loss, lr, tokens/s; appended
 
 Every file but metrics.jsonl is recorded in integrity.json when written and checked
-against it when read. A checkpoint is written under a temporary name, renamed, recorded,
+against it when read; a checkpoint's state records the size and SHA-256 of metrics.jsonl
+so far. A checkpoint is written under a temporary name, renamed, recorded,
 then `latest` moves to it: a run killed at any point resumes from a complete, recorded
 checkpoint. Finishing (copying the last checkpoint's weights to RUN/model.safetensors)
 is idempotent, and `--resume` of a finished run completes it.
 """
 
+import hashlib
 import json
 import os
 import pickle
@@ -31,6 +33,7 @@ from bioknow import atomic, integrity
 from bioknow.errors import InputError
 
 FILES = ("model.safetensors", "optimizer.pt", "state.json")
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 STEP = re.compile(r"step-\d{8}")
 
 
@@ -125,30 +128,44 @@ def load_optimizer(opt: torch.optim.Optimizer, path: Path, device) -> None:
         raise InputError(f"{path}: not a readable optimizer state ({first_line(e)})") from None
 
 
-class MetricsLog:
-    """RUN/metrics.jsonl, appended a line at a time (flushed and fsync'd), cut back on
-    resume to its size at the checkpoint."""
+def metrics_prefix(run: Path, state: dict) -> bytes:
+    """The bytes of metrics.jsonl up to the state's checkpoint, checked against the size
+    and SHA-256 the checkpoint recorded."""
+    path = Path(run) / "metrics.jsonl"
+    size = state.get("metrics_bytes", 0)
+    data = integrity.read_bytes(path)[:size] if path.is_file() else b""
+    if len(data) < size:
+        raise InputError(
+            f"{path}: shorter ({len(data)} bytes) than at the last checkpoint ({size}); "
+            "lines were lost"
+        )
+    if state.get("metrics_sha256", EMPTY_SHA256) != hashlib.sha256(data).hexdigest():
+        raise InputError(f"{path}: differs from its checksum at the last checkpoint")
+    return data
 
-    def __init__(self, run: Path, size: int = 0):
+
+class MetricsLog:
+    """RUN/metrics.jsonl, appended a line at a time (flushed and fsync'd), with a running
+    SHA-256; on resume it is checked and cut back to its size at the checkpoint."""
+
+    def __init__(self, run: Path, state: dict):
         self.path = run / "metrics.jsonl"
-        have = self.path.stat().st_size if self.path.is_file() else 0
-        if have < size:
-            raise InputError(
-                f"{self.path}: shorter ({have} bytes) than at the last checkpoint ({size}); "
-                "lines were lost"
-            )
+        prefix = metrics_prefix(run, state)
+        self.digest = hashlib.sha256(prefix)
         self.file = open(self.path, "r+b" if self.path.is_file() else "w+b")
-        self.file.truncate(size)
-        self.file.seek(size)
+        self.file.truncate(len(prefix))
+        self.file.seek(len(prefix))
 
     def append(self, line: dict) -> None:
-        self.file.write((json.dumps(line) + "\n").encode())
+        data = (json.dumps(line) + "\n").encode()
+        self.file.write(data)
         self.file.flush()
         os.fsync(self.file.fileno())
+        self.digest.update(data)
 
-    @property
-    def size(self) -> int:
-        return self.file.tell()
+    def mark(self, state: dict) -> None:
+        """Record in a checkpoint's state how far the metrics go, and their digest."""
+        state.update(metrics_bytes=self.file.tell(), metrics_sha256=self.digest.hexdigest())
 
     def close(self) -> None:
         self.file.close()
@@ -209,4 +226,5 @@ def verify(run: Path) -> dict:
     if checkpoint is not None:
         for f in FILES:
             integrity.covered(run, f"{rel(checkpoint, run)}/{f}")
+        metrics_prefix(run, read_state(run, checkpoint))
     return {"files": len(files), "metrics_lines": len(read_metrics(run))}

@@ -272,7 +272,6 @@ def fresh_state() -> dict:
         "junk_tokens": 0,
         "finished": False,
         "loss": None,
-        "metrics_bytes": 0,
     }
 
 
@@ -434,7 +433,7 @@ def loop(run, config, stream, checkpoint, state, where, stop_after, progress) ->
     pending = state.get("pending", [0.0, 0]) if where.writer else [0.0, 0]
     loss_sum = torch.tensor(pending[0], dtype=torch.float32, device=where.device)
     meter = Meter(counted=pending[1], seen=seen(state))
-    metrics = runfolder.MetricsLog(run, state["metrics_bytes"]) if where.writer else None
+    metrics = runfolder.MetricsLog(run, state) if where.writer else None
     started = time.perf_counter()
     show = progress and where.writer
     bar = tqdm(total=steps, initial=start_step, desc="train", unit="step", disable=not show)
@@ -485,7 +484,7 @@ def loop(run, config, stream, checkpoint, state, where, stop_after, progress) ->
                 if not math.isfinite(state["pending"][0]) or not finite_weights(raw):
                     raise not_finite(run, "loss or weights became non-finite", step + 1)
                 if where.writer:
-                    state["metrics_bytes"] = metrics.size
+                    metrics.mark(state)
                     runfolder.save_checkpoint(run, raw, opt, state)
             if stop and not last:
                 break
