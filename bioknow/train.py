@@ -299,6 +299,18 @@ def reopen(run: Path, where: Placement):
     return config, ds, checkpoint, state
 
 
+def check_resume(run: Path, given: dict, overwrite: bool) -> None:
+    """--resume continues a run as it was started: refuse the options it is made of."""
+    extra = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+    if extra or overwrite:
+        raise InputError(
+            f"--resume continues {run} as it was started; it takes none of "
+            f"{', '.join(extra or ['--overwrite'])}"
+        )
+    if not (run / "config.json").is_file():
+        raise InputError(f"{run}: nothing to resume (no config.json)")
+
+
 def train(
     data: str | None,
     model_name: str | None,
@@ -348,14 +360,7 @@ def train(
     checked = validate.check(validate.TRAIN, {**given, "device": device, "stop_after": stop_after})
     where = place(checked["device"])
     if resume:
-        extra = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
-        if extra or overwrite:
-            raise InputError(
-                f"--resume continues {run} as it was started; it takes none of "
-                f"{', '.join(extra or ['--overwrite'])}"
-            )
-        if not (run / "config.json").is_file():
-            raise InputError(f"{run}: nothing to resume (no config.json)")
+        check_resume(run, given, overwrite)
     elif None in (data, model_name, exposures):
         raise InputError("train needs --data, --model and --exposures (or --resume)")
     else:
@@ -399,6 +404,16 @@ def build(config: dict, where: Placement, checkpoint: Path | None, run: Path):
     return raw, opt
 
 
+def wrap(raw: torch.nn.Module, config: dict, where: Placement) -> torch.nn.Module:
+    """The model as trained: under DDP across ranks, compiled if the run says so."""
+    model = raw
+    if where.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            raw, device_ids=[where.device.index] if where.device.type == "cuda" else None
+        )
+    return torch.compile(model) if config["compile"] else model
+
+
 def not_finite(run: Path, what: str, step: int) -> InputError:
     kept = latest_checkpoint(run)
     return InputError(
@@ -410,13 +425,7 @@ def not_finite(run: Path, what: str, step: int) -> InputError:
 def loop(run, config, stream, checkpoint, state, where, stop_after, progress) -> dict:
     """Train from `state` to the end (or a stop); checkpoints and metrics on the way."""
     raw, opt = build(config, where, checkpoint, run)
-    model = raw
-    if where.world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            raw, device_ids=[where.device.index] if where.device.type == "cuda" else None
-        )
-    if config["compile"]:
-        model = torch.compile(model)
+    model = wrap(raw, config, where)
     cuda = where.device.type == "cuda"
     bf16 = config["precision"] in ("bf16", "bf16 autocast")  # the second: runs before 0.2
     if cuda:

@@ -19,6 +19,13 @@ from hypothesis import strategies as st
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+
+def examples(n: int) -> settings:
+    """n examples under the CI profile; a profile with more examples (HYPOTHESIS_PROFILE=
+    long) scales them all."""
+    return settings(max_examples=max(1, n * settings.default.max_examples // 100))
+
+
 # Text that is not a usable number, and numbers out of every range.
 BAD = ["", " ", "0", "-1", "1.5", "1e30", "nan", "inf", "-inf", "abc", "1e400", "0x10"]
 BAD += ["\u0661", "2**8", "None", "true", "1_", "-0", "9" * 30, "1e-400", "3.0"]
@@ -70,6 +77,7 @@ def origin(tiny, tmp_path_factory):
     rows = [
         {"point": f"p{i}", "status": "done", "quantize": "none", "n": 100, "model": m}
         | {"P": p, "bits": p / 2, "bits_max": 5000.0, "R": 0.5, "R_max": 5000.0 / p}
+        | {"bits_clamped": p / 2, "R_clamped": 0.5, "variant": "bioS"}
         | {"exposures": 100, "family": "gpt2", "final_loss": 2.0, "tokens": 1e6, "steps": 10}
         for i, (m, p) in enumerate([("gpt2-1-1", 1000), ("gpt2-2-2", 4000), ("gpt2-4-4", 16000)])
     ]
@@ -143,7 +151,7 @@ GENERATE_MORE = {
 }
 
 
-@settings(max_examples=40)
+@examples(40)
 @given(
     line=st.one_of(
         argv({**GENERATE, **BIOD}, GENERATE_MORE, ("--overwrite", "--json")).map(
@@ -195,7 +203,7 @@ RESUME = argv(
 )
 
 
-@settings(max_examples=40)
+@examples(40)
 @given(line=st.one_of(TRAIN, RESUME.map(lambda line: ["--resume", *line])))
 def test_train(origin, line):
     check(origin, ["train", *line])
@@ -216,7 +224,7 @@ EVAL = argv(
 )
 
 
-@settings(max_examples=25)
+@examples(25)
 @given(run=st.one_of(mostly([RUN], [NOWHERE, DATA]), st.none()), line=EVAL)
 def test_eval(origin, run, line):
     check(origin, ["eval", *([run] if run else []), *line])
@@ -229,13 +237,13 @@ CORPUS = argv(
 )
 
 
-@settings(max_examples=25)
+@examples(25)
 @given(folder=mostly([DATA], [NOWHERE, RUN, "@afile"]), line=CORPUS)
 def test_corpus(origin, folder, line):
     check(origin, ["corpus", folder, *line])
 
 
-@settings(max_examples=10)
+@examples(10)
 @given(
     run=mostly([RUN], [NOWHERE, DATA]),
     line=argv({"--out": OUT}, {}, ("--overwrite", "--json")),
@@ -244,7 +252,7 @@ def test_export(origin, run, line):
     check(origin, ["export", run, *line])
 
 
-@settings(max_examples=15)
+@examples(15)
 @given(
     folder=mostly([DATA, RUN], [NOWHERE, SWEEP, "@afile", "."]),
     line=argv({}, {}, ("--json", "--verify")),
@@ -253,7 +261,7 @@ def test_info(origin, folder, line):
     check(origin, ["info", folder, *line])
 
 
-@settings(max_examples=15)
+@examples(15)
 @given(
     folder=mostly([SWEEP], [NOWHERE, DATA]),
     line=argv(
@@ -269,7 +277,7 @@ def test_plot(origin, folder, line):
     check(origin, ["plot", folder, *line])
 
 
-@settings(max_examples=10)
+@examples(10)
 @given(
     folder=mostly([SWEEP], [NOWHERE, DATA]),
     line=argv({}, {"--metric": st.sampled_from(["nope", "", "model"]), "--against": st.just("x")}),
@@ -331,7 +339,7 @@ def dump(config, form: str) -> bytes:
     return yaml.safe_dump(config).encode()[:-3] + b"\xff\xfe"  # not UTF-8
 
 
-@settings(max_examples=120)
+@examples(120)
 @given(
     config=CONFIG,
     form=st.sampled_from(["yaml", "yaml", "json", "bytes"]),
