@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python benchmarks/stream.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/eval.py
+	$(BIN)/python benchmarks/verify.py
 
 clean:
 	rm -rf $(VENV) out

@@ -1,14 +1,83 @@
-"""Nothing half-written ever looks complete: build under a temporary name, then rename."""
+"""Nothing half-written ever looks complete: build under a temporary name, then rename.
+
+Temporary names carry the writer's pid (`.NAME.partial-PID`), so the leftovers of a dead
+process are told apart from a live one's and removed (`clean_stale`). Replacing a folder
+takes three renames (`new_dir`): the finished build becomes `.NAME.ready-PID`, the old
+folder `.NAME.old-PID`, then the build takes the name; a process killed between them
+leaves names from which `recover` finishes the replacement (or, with no finished build,
+puts the old folder back).
+"""
 
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from bioknow.errors import InputError
+from bioknow.process import alive
+
+TEMP = re.compile(r"\.(?P<name>.+)\.(?P<kind>partial|ready|old)-(?P<pid>\d+)")
+
+
+def temp_path(path: Path, kind: str = "partial") -> Path:
+    """The temporary name of `path` for this process: .NAME.KIND-PID beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def clean_stale(folder: Path) -> list[str]:
+    """Remove the .NAME.partial-PID files and folders of dead processes in `folder`."""
+    removed = []
+    if Path(folder).is_dir():
+        for entry in Path(folder).iterdir():
+            match = TEMP.fullmatch(entry.name)
+            if match and match["kind"] == "partial" and not alive(int(match["pid"])):
+                _remove(entry)
+                removed.append(str(entry))
+    return removed
+
+
+def recover(out: Path) -> list[str]:
+    """Finish (or roll back) a replacement of `out` that a dead process left half done,
+    and remove the builds it never finished; what was done, one line each."""
+    out = Path(out)
+    done = []
+    if not out.parent.is_dir():
+        return done
+    found = {}
+    for entry in out.parent.iterdir():
+        match = TEMP.fullmatch(entry.name)
+        if match and match["name"] == out.name and not alive(int(match["pid"])):
+            found.setdefault(int(match["pid"]), {})[match["kind"]] = entry
+    for pid, kinds in sorted(found.items()):
+        if "partial" in kinds:
+            _remove(kinds["partial"])
+            done.append(f"removed {kinds['partial']}, an unfinished build of process {pid}")
+        if "ready" in kinds:  # the build was complete: finish the replacement
+            old = kinds.get("old") or out.parent / f".{out.name}.old-{pid}"
+            if out.exists() and not kinds.get("old"):
+                os.replace(out, old)
+            os.replace(kinds["ready"], out)
+            done.append(f"{out}: finished its replacement, interrupted in process {pid}")
+            _remove(old)
+        elif "old" in kinds:
+            if out.exists():
+                _remove(kinds["old"])
+            else:  # no finished build to put in its place: roll back
+                os.replace(kinds["old"], out)
+                done.append(f"{out}: restored the folder an interrupted replacement had moved")
+    return done
 
 
 def check_target(out: Path, overwrite: bool, marker: str) -> None:
@@ -25,12 +94,13 @@ def check_target(out: Path, overwrite: bool, marker: str) -> None:
 
 @contextmanager
 def new_dir(out: Path, overwrite: bool = False, marker: str = "manifest.json") -> Iterator[Path]:
-    """Yield a temporary folder beside `out`; on success it replaces `out` in one rename.
+    """Yield a temporary folder beside `out`; on success it replaces `out` by renames.
     On any error or interrupt it is removed and `out` is left as it was."""
     out = Path(out)
+    recover(out)
     check_target(out, overwrite, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    tmp = temp_path(out)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -38,17 +108,17 @@ def new_dir(out: Path, overwrite: bool = False, marker: str = "manifest.json") -
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    ready, old = temp_path(out, "ready"), temp_path(out, "old")
+    os.replace(tmp, ready)
     if out.exists():
         os.replace(out, old)
-    os.replace(tmp, out)
+    os.replace(ready, out)
     shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes(path: Path, data: bytes) -> None:
     """Write a file under a temporary name, flush it to disk, then rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp = temp_path(path)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()

@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from bioknow import __version__, dataset
+from bioknow import __version__, atomic, dataset, validate
 from bioknow.errors import InputError
 
 
@@ -19,17 +19,6 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         """One line, status 2 (argparse's default prints the usage too)."""
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def whole_number(text: str) -> int:
-    """A whole number written plainly or in scientific notation: 20000, 2e4, 20_000."""
-    try:
-        value = float(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value.is_integer():
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
-    return int(value)
 
 
 def summary(manifest: dict, where: str) -> str:
@@ -75,15 +64,24 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def run_info(run: Path) -> dict:
-    """What a run folder holds: its config, how far it got, and its evaluations."""
-    from bioknow.train import latest_checkpoint
+def run_info(run: Path, verify: bool = False) -> dict:
+    """What a run folder holds: its config, how far it got, and its evaluations, each
+    checked against the run's integrity.json (with `verify`, every file)."""
+    from bioknow import integrity, runfolder
 
-    config = json.loads((run / "config.json").read_text())
-    checkpoint = latest_checkpoint(run)
-    state = json.loads((checkpoint / "state.json").read_text()) if checkpoint else {"step": 0}
-    evals = {p.name: json.loads(p.read_text()) for p in sorted(run.glob("eval*.json"))}
-    return {"path": str(run), "config": config, "state": state, "evals": evals}
+    checked = runfolder.verify(run) if verify else None
+    config = runfolder.read_config(run)
+    state = runfolder.read_state(run)
+    files = integrity.load_record(run)
+    evals = {
+        name: integrity.read_run_json(run, name)
+        for name in sorted(files)
+        if name.startswith("eval") and name.endswith(".json")
+    }
+    info = {"path": str(run), "config": config, "state": state, "evals": evals}
+    if checked is not None:
+        info["verified"] = checked
+    return info
 
 
 def run_summary(info: dict) -> str:
@@ -104,26 +102,35 @@ def run_summary(info: dict) -> str:
             f"  {name:12s} R {report['R']:.4f} of Rmax {report['R_max']:.4f}, "
             f"bits {report['bits']:,.0f} of {report['bits_max']:,.0f}"
         )
+    if "verified" in info:
+        lines.append(f"  checksums    all match ({info['verified']['files']} files)")
     return "\n".join(lines)
 
 
 def cmd_info(args) -> int:
+    for note in atomic.recover(Path(args.dir)):
+        print(f"bioknow: {note}", file=sys.stderr)
     if (Path(args.dir) / "config.json").is_file():
-        info = run_info(Path(args.dir))
+        info = run_info(Path(args.dir), verify=args.verify)
         print(json.dumps(info) if args.json else run_summary(info))
         return 0
     manifest = dataset.read_manifest(args.dir)
     report = dict(manifest, path=str(args.dir))
     if args.verify:
-        report["corrupt_files"] = dataset.verify(args.dir, manifest)
+        bad = dataset.verify(args.dir, manifest)
+        if bad:
+            raise InputError(
+                f"{args.dir}: {len(bad)} file(s) differ from their checksums in manifest.json: "
+                + ", ".join(bad)
+            )
+        report["verified"] = {"files": len(manifest["files"])}
     if args.json:
         print(json.dumps(report))
     else:
         print(summary(manifest, str(args.dir)))
         if args.verify:
-            bad = report["corrupt_files"]
-            print(f"  checksums    {'all match' if not bad else 'MISMATCH: ' + ', '.join(bad)}")
-    return 1 if args.verify and report["corrupt_files"] else 0
+            print(f"  checksums    all match ({len(manifest['files'])} files)")
+    return 0
 
 
 def cmd_corpus(args) -> int:
@@ -177,7 +184,9 @@ def cmd_train(args) -> int:
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    config = json.loads((Path(args.out) / "config.json").read_text())
+    from bioknow.runfolder import read_config
+
+    config = read_config(Path(args.out))
     if args.json:
         print(json.dumps({"config": config, "state": state}))
     elif state["finished"]:
@@ -194,16 +203,6 @@ def cmd_train(args) -> int:
     if state.get("signal"):
         return 128 + state["signal"]
     return 0
-
-
-def people_count(text: str) -> int | None:
-    """--people: "all" (None) or a positive whole number."""
-    if text == "all":
-        return None
-    value = whole_number(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--people must be all or a positive number: {text!r}")
-    return value
 
 
 def bits_table(report: dict) -> str:
@@ -338,8 +337,8 @@ def build_parser() -> Parser:
         "inspection); bioS-simple stores one fixed rendering per person.",
     )
     gen.add_argument("variant", choices=list(dataset.VARIANTS), help="dataset variant")
-    gen.add_argument("--n", type=whole_number, required=True, help="number of people, e.g. 1e5")
-    gen.add_argument("--seed", type=whole_number, default=0, help="random seed (default 0)")
+    gen.add_argument("--n", required=True, help="number of people, e.g. 1e5")
+    gen.add_argument("--seed", default=0, help="random seed (default 0)")
     gen.add_argument("--out", required=True, help="output folder (must be new or empty)")
     gen.add_argument(
         "--fields",
@@ -354,7 +353,6 @@ def build_parser() -> Parser:
     )
     gen.add_argument(
         "--vocab-size",
-        type=whole_number,
         metavar="V",
         help="size of the default byte-level BPE (default 4096; years stay single tokens "
         "only when it is large). A small one keeps a tiny model's embedding and "
@@ -362,7 +360,6 @@ def build_parser() -> Parser:
     )
     gen.add_argument(
         "--sample",
-        type=whole_number,
         default=dataset.DEFAULT_SAMPLE,
         help="bioS: renderings stored for inspection (default %(default)s)",
     )
@@ -373,10 +370,9 @@ def build_parser() -> Parser:
         ("l", "tokens per chunk L"),
         ("t", "alphabet size T"),
     ):
-        gen.add_argument(f"--{letter}", type=whole_number, help=f"bioD: {meaning}")
+        gen.add_argument(f"--{letter}", help=f"bioD: {meaning}")
     gen.add_argument(
         "--renderings",
-        type=whole_number,
         default=40,
         help="bioR-style: fixed renderings per person (at most 40)",
     )
@@ -401,7 +397,8 @@ def build_parser() -> Parser:
     info.add_argument(
         "--verify",
         action="store_true",
-        help="check every file against its manifest checksum (exit 1 on mismatch)",
+        help="check every file against its recorded checksum (manifest.json of a dataset, "
+        "integrity.json of a run); exit 2 naming the files that differ",
     )
     info.set_defaults(func=cmd_info)
 
@@ -420,27 +417,24 @@ def build_parser() -> Parser:
         help="gpt2-L-H, llama-L-H, mistral-L-H, gpt2-mlp4-L-H, "
         "gpt2-nomlp-L-H or gpt2-moe-L-H (L layers, H heads, hidden 64H)",
     )
-    tr.add_argument("--exposures", type=whole_number, help="exposures E per person")
+    tr.add_argument("--exposures", help="exposures E per person")
     tr.add_argument("--out", required=True, metavar="RUN", help="run folder")
-    tr.add_argument("--batch", type=whole_number, help="global batch in 512-token windows")
-    tr.add_argument("--lr", type=float, help="peak learning rate")
-    tr.add_argument("--wd", type=float, help="weight decay")
+    tr.add_argument("--batch", help="global batch in 512-token windows")
+    tr.add_argument("--lr", help="peak learning rate")
+    tr.add_argument("--wd", help="weight decay")
     tr.add_argument(
         "--warmup",
-        type=whole_number,
         help="warmup steps (default: 1000, or a tenth of a run shorter than 10,000 steps)",
     )
-    tr.add_argument("--seed", type=whole_number, default=0, help="init and data-order seed")
+    tr.add_argument("--seed", help="init and data-order seed (default 0)")
     tr.add_argument("--device", help="cpu, cuda or cuda:K (default: cuda if available)")
     tr.add_argument(
         "--junk-fraction",
-        type=float,
         metavar="F",
         help="share F of the 512-token windows filled with junk biographies (SPEC 2.4)",
     )
     tr.add_argument(
         "--junk-n",
-        type=whole_number,
         metavar="N2",
         help="people of the junk bioS(N2) population, computed per person, never stored "
         "(1e8: random junk, 1000: repetitive junk)",
@@ -463,16 +457,13 @@ def build_parser() -> Parser:
         choices=["bf16", "float32"],
         help="bf16 autocast (default on CUDA and on CPUs with native bf16) or float32",
     )
-    tr.add_argument("--log-every", type=whole_number, default=50, help="steps per metrics line")
+    tr.add_argument("--log-every", help="steps per metrics line (default 50)")
     tr.add_argument(
         "--checkpoint-every",
-        type=whole_number,
-        default=1000,
-        help="steps between checkpoints (one is also written at the end)",
+        help="steps between checkpoints (default 1000; one is also written at the end)",
     )
     tr.add_argument(
         "--stop-after",
-        type=whole_number,
         metavar="STEPS",
         help="checkpoint and stop after this many steps (continue with --resume)",
     )
@@ -496,12 +487,11 @@ def build_parser() -> Parser:
     ev.add_argument("--data", metavar="DIR", help="with --hf-model: the dataset folder")
     ev.add_argument(
         "--people",
-        type=people_count,
         default=None,
         metavar="all|K",
         help="evaluate all people (default) or a seeded sample of K",
     )
-    ev.add_argument("--seed", type=whole_number, default=0, help="sample and bootstrap seed")
+    ev.add_argument("--seed", default=0, help="sample and bootstrap seed")
     ev.add_argument(
         "--quantize",
         choices=["none", "int8", "int4"],
@@ -514,7 +504,7 @@ def build_parser() -> Parser:
         default="gptq",
         help="GPTQ calibrated on 1000 biographies, or round-to-nearest",
     )
-    ev.add_argument("--batch", type=whole_number, default=64, help="biographies per batch")
+    ev.add_argument("--batch", default=64, help="biographies per batch")
     ev.add_argument("--device", help="cpu, cuda or cuda:K (default: cuda if available)")
     ev.add_argument("--json", action="store_true", help="print the report as one JSON object")
     ev.set_defaults(func=cmd_eval)
@@ -546,10 +536,9 @@ def build_parser() -> Parser:
     sw.add_argument(
         "--device", choices=["cpu", "cuda"], help="default: one slot per GPU if any, else the CPU"
     )
-    sw.add_argument("--per-gpu", type=whole_number, default=1, help="runs sharing each GPU")
+    sw.add_argument("--per-gpu", default=1, help="runs sharing each GPU")
     sw.add_argument(
         "--cpu-slots",
-        type=whole_number,
         default=1,
         help="runs at once on the CPU, each with an equal share of the cores (default 1)",
     )
@@ -569,7 +558,7 @@ def build_parser() -> Parser:
     pl.add_argument(
         "--kind", default="capacity", choices=["capacity", "exposures", "architecture", "quantized"]
     )
-    pl.add_argument("--dpi", type=whole_number, default=150, help="resolution, 50 to 1200")
+    pl.add_argument("--dpi", default=150, help="resolution, 50 to 1200")
     pl.add_argument("--json", action="store_true", help="print a JSON summary")
     pl.set_defaults(func=cmd_plot)
 
@@ -596,10 +585,10 @@ def build_parser() -> Parser:
         ".bin shards with a JSON header, or parquet rows of windows. Resumes a stopped run.",
     )
     cor.add_argument("dir", help="dataset folder")
-    cor.add_argument("--exposures", type=whole_number, required=True, help="exposures E")
+    cor.add_argument("--exposures", required=True, help="exposures E")
     cor.add_argument("--out", required=True, help="output folder")
     cor.add_argument("--format", choices=["bin", "parquet"], default="bin", help="shard format")
-    cor.add_argument("--seed", type=whole_number, default=0, help="order seed (as train's --seed)")
+    cor.add_argument("--seed", default=0, help="order seed (as train's --seed)")
     cor.add_argument("--overwrite", action="store_true", help="replace an existing corpus")
     cor.add_argument("--json", action="store_true", help="print the header as JSON")
     cor.set_defaults(func=cmd_corpus)
@@ -611,10 +600,14 @@ def _terminate(signum, frame):
 
 
 def main(argv=None) -> int:
+    from bioknow.process import die_with_parent
+
+    die_with_parent()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     args = build_parser().parse_args(argv)
     try:
+        vars(args).update(validate.arguments(args.command, vars(args)))
         return args.func(args)
     except InputError as e:
         print(f"bioknow: error: {e}", file=sys.stderr)

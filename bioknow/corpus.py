@@ -11,7 +11,6 @@ Each shard is written under a temporary name and renamed, and the header comes l
 stopped run resumes at its first missing shard (`.partial.json` holds its parameters).
 """
 
-import json
 import shutil
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from bioknow import atomic
+from bioknow import atomic, integrity, validate
 from bioknow.dataset import Dataset
 from bioknow.errors import InputError
 from bioknow.render.tokens import LABELS
@@ -49,13 +48,14 @@ def prepare(out: Path, params: dict, overwrite: bool) -> None:
             raise InputError(f"{out}: a corpus is already complete there (use --overwrite)")
         elif not partial.is_file():
             raise InputError(f"{out}: folder exists and is not empty")
-        elif json.loads(partial.read_text()) != params:
+        elif integrity.read_json(partial) != params:
             raise InputError(
                 f"{out}: holds a half-written corpus of other parameters (use --overwrite)"
             )
     elif out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    atomic.clean_stale(out)  # shard temporaries of a killed run
     if not partial.is_file():
         atomic.write_json(partial, params)
 
@@ -72,11 +72,10 @@ def write_corpus(
     progress: bool = False,
 ) -> dict:
     """Write the stream of `exposures` exposures of `ds` as shards; return the header."""
-    if fmt not in FORMATS:
-        raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if exposures < 1:
-        raise InputError(f"--exposures must be >= 1, got {exposures}")
-    out = Path(out)
+    checked = validate.check(
+        validate.CORPUS, dict(exposures=exposures, out=out, format=fmt, seed=seed)
+    )
+    exposures, fmt, seed, out = checked["exposures"], checked["format"], checked["seed"], Path(out)
     params = {
         "dataset": str(Path(ds.path).resolve()),
         "manifest_sha256": atomic.sha256(Path(ds.path) / "manifest.json"),
@@ -86,10 +85,13 @@ def write_corpus(
         "window": window,
         "shard_windows": shard_windows,
     }
-    prepare(out, params, overwrite)
     stream = TrainStream(ds.table, exposures, shard_windows, seed, ds.online, window)
     vocab = ds.tokenizer.get_vocab_size(with_added_tokens=True)
     dtype = np.uint16 if vocab <= 2**16 else np.uint32
+    per_token = np.dtype(dtype).itemsize + 1 if fmt == "bin" else 1  # parquet: at least
+    what = f"a corpus of {stream.total_tokens:,} tokens"
+    validate.fits_disk(stream.total_tokens * per_token, out, what)
+    prepare(out, params, overwrite)
     first = 0
     while first < stream.steps and all((out / f).is_file() for f in shard_names(fmt, first)):
         first += 1
@@ -145,14 +147,14 @@ def write_parquet_shard(ds: Dataset, tokens, labels, window: int, path: Path) ->
             "text": pa.array(ds.tokenizer.decode_batch(ids, skip_special_tokens=False)),
         }
     )
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = atomic.temp_path(path)
     pq.write_table(table, tmp, compression="zstd")
     tmp.replace(path)
 
 
 def read_bin(out) -> tuple[np.ndarray, np.ndarray]:
     """All tokens and labels of a `bin` corpus, concatenated."""
-    header = json.loads((Path(out) / "corpus.json").read_text())
+    header = integrity.read_json(Path(out) / "corpus.json")
     tokens = [np.fromfile(Path(out) / t, dtype=header["dtype"]) for t, _ in header["shards"]]
     labels = [np.fromfile(Path(out) / lab, dtype=np.uint8) for _, lab in header["shards"]]
     return np.concatenate(tokens), np.concatenate(labels)

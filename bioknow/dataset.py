@@ -8,10 +8,11 @@
     DIR/renderings/*.parquet   biographies with spans: all of bioS-simple, a sample of bioS
 
 The folder is built under a temporary name and renamed when complete; the manifest is
-written last and lists a SHA-256 for every other file.
+written last and lists a SHA-256 for every other file, and `manifest.sha256` covers the
+manifest. Opening a dataset checks the manifest and every file it reads (fields,
+tokenizer, stored tokens) against them (`bioknow.integrity`).
 """
 
-import json
 import math
 import platform
 from collections import Counter
@@ -27,7 +28,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 import bioknow
-from bioknow import atomic, capacity
+from bioknow import atomic, capacity, integrity, validate
 from bioknow import fields as fields_module
 from bioknow import tokenizer as tokenizers
 from bioknow.errors import InputError
@@ -208,6 +209,32 @@ def token_stats(table: FragmentTable, online: bool) -> dict:
     }
 
 
+def check_arguments(variant: str, args: dict, biod: dict | None, rewriter) -> tuple[dict, object]:
+    """generate's arguments checked (n, seed, out, sample, renderings, vocab_size; bioD's
+    K, C, D, L, T), with the memory and disk they need, before anything is written; the
+    checked values and bioD's parameters (or None)."""
+    parse_variant(variant)
+    checked = validate.check(validate.GENERATE, args)
+    params = None
+    if variant == "bioD":
+        if sorted(biod or {}) != sorted(BIOD_KEYS):
+            raise InputError("bioD needs --k, --c, --d, --l and --t")
+        params = biod_module.BioDParams(**validate.check(validate.GENERATE, biod, "--"))
+        params.check()
+    elif biod:
+        raise InputError("--k, --c, --d, --l and --t belong to bioD")
+    if rewriter and variant != "bioR-style":
+        raise InputError("--rewriter belongs to bioR-style")
+    per_person = checked.get("renderings") or bior.RENDERINGS
+    if per_person != bior.RENDERINGS and variant != "bioR-style":
+        raise InputError("--renderings belongs to bioR-style")
+    n, sample = checked["n"], checked.get("sample", DEFAULT_SAMPLE)
+    stored = n if variant in ("bioS-simple", "bioR-style") else min(sample, n)
+    stored *= per_person if variant == "bioR-style" else 1
+    check_resources(variant, n, stored, params, checked.get("out") or ".")
+    return checked, params
+
+
 def generate(
     variant: str,
     n: int,
@@ -229,41 +256,24 @@ def generate(
     bioD's K, C, D, L, T as {"k", "c", "d", "l", "t"}. bioR-style: `renderings` per person
     (at most 40), optionally rewritten by a local transformers model (`rewriter`).
     `vocab_size`: the default BPE's size (default 4096)."""
-    parse_variant(variant)
-    if not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise InputError(f"seed must be a whole number in [0, 2^63), got {seed!r}")
-    if sample < 0:
-        raise InputError(f"--sample must be >= 0, got {sample}")
-    params = None
-    if variant == "bioD":
-        if sorted(biod or {}) != sorted(BIOD_KEYS):
-            raise InputError("bioD needs --k, --c, --d, --l and --t")
-        params = biod_module.BioDParams(**biod)
-        params.check()
-    elif biod:
-        raise InputError("--k, --c, --d, --l and --t belong to bioD")
-    if variant == "bioR-style" and not 1 <= renderings <= bior.RENDERINGS:
-        raise InputError(f"--renderings must be in [1, {bior.RENDERINGS}], got {renderings}")
-    if rewriter and variant != "bioR-style":
-        raise InputError("--rewriter belongs to bioR-style")
+    args = dict(n=n, seed=seed, out=out, sample=sample, renderings=renderings)
+    checked, params = check_arguments(variant, {**args, "vocab_size": vocab_size}, biod, rewriter)
+    n, seed, sample, renderings = (checked[k] for k in ("n", "seed", "sample", "renderings"))
+    vocab_size = checked["vocab_size"]
+    stored = n if variant in ("bioS-simple", "bioR-style") else min(sample, n)
     fields = fields_module.load(fields_dir)
     check_size(fields, n)
     if vocab_size is not None and tokenizer:
         raise InputError("--vocab-size sizes the default tokenizer; it cannot go with --tokenizer")
     vocab_size = tokenizers.DEFAULT_VOCAB if vocab_size is None else vocab_size
-    if not tokenizers.MIN_VOCAB <= vocab_size <= tokenizers.MAX_VOCAB:
-        raise InputError(
-            f"--vocab-size must be in [{tokenizers.MIN_VOCAB}, {tokenizers.MAX_VOCAB}], "
-            f"got {vocab_size}"
-        )
     if tokenizer:
         tok = tokenizers.load(tokenizer)
     elif params:
         tok = biod_module.tokenizer(fields, params, vocab_size)
     else:
         tok = tokenizers.train(fields, vocab_size)
-    stored = n if variant in ("bioS-simple", "bioR-style") else min(sample, n)
     out = Path(out)
+    atomic.recover(out)
     atomic.check_target(out, overwrite, "manifest.json")
     population = Population.build(fields, seed, n, progress)
     table = None if variant == "bioR-style" else make_table(variant, population, tok, params)
@@ -336,7 +346,24 @@ def generate(
             if p.is_file()
         }
         atomic.write_json(tmp / "manifest.json", manifest)
+        integrity.seal_manifest(tmp)
     return manifest
+
+
+# Rough costs, for refusing up front what cannot fit: bytes per person while generating
+# (codes, names, token statistics), and on disk per stored rendering (parquet, zstd).
+BYTES_PER_PERSON = 64
+BYTES_PER_RENDERING = 400
+
+
+def check_resources(variant: str, n: int, renderings: int, params, out) -> None:
+    """Refuse a dataset whose estimated memory or disk exceeds the machine's."""
+    needed = n * BYTES_PER_PERSON
+    if params is not None:  # the K diversity sets, their token ids and piece tables
+        p = params
+        needed += p.k * p.d * (12 * p.l + 24) + biod_module.CHUNK_PEOPLE * p.k * p.c * 24
+    validate.fits_memory(needed, f"{variant}(N={n:,})")
+    validate.fits_disk(renderings * BYTES_PER_RENDERING, out, f"{variant}(N={n:,})")
 
 
 def versions() -> dict[str, str]:
@@ -349,16 +376,14 @@ def versions() -> dict[str, str]:
 
 
 def read_manifest(folder) -> dict:
-    """The manifest of a dataset folder, or an InputError saying what is wrong."""
+    """The manifest of a dataset folder, checked against manifest.sha256, or an
+    InputError saying what is wrong."""
     path = Path(folder) / "manifest.json"
     if not Path(folder).is_dir():
         raise InputError(f"{folder}: no such folder")
     if not path.is_file():
         raise InputError(f"{folder}: not a bioknow dataset (no manifest.json)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: unreadable ({e})") from None
+    manifest = integrity.parse_json(path, integrity.manifest_bytes(folder))
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InputError(f"{path}: not a {FORMAT} manifest")
     return manifest
@@ -368,10 +393,19 @@ def verify(folder, manifest: dict) -> list[str]:
     """Files whose size or checksum differs from the manifest (or that are missing)."""
     bad = []
     for rel, expected in manifest["files"].items():
-        path = Path(folder) / rel
-        if not path.is_file() or atomic.sha256(path) != expected["sha256"]:
+        try:
+            integrity.check(Path(folder) / rel, expected, "manifest.json")
+        except InputError:
             bad.append(rel)
     return bad
+
+
+def check_files(folder, manifest: dict, rels) -> None:
+    """Refuse the first of these files that differs from the manifest, naming it."""
+    for rel in rels:
+        if rel not in manifest["files"]:
+            raise InputError(f"{Path(folder) / rel}: not listed in {folder}/manifest.json")
+        integrity.check(Path(folder) / rel, manifest["files"][rel], f"{folder}/manifest.json")
 
 
 @dataclass
@@ -393,6 +427,7 @@ class Dataset:
     def table(self) -> FragmentTable:
         if self.manifest["variant"] == "bioR-style":
             per_person = self.manifest["renderings_per_person"]
+            check_files(self.path, self.manifest, stored_module.FILES)
             return StoredTable.load(self.path, self.population, self.tokenizer, per_person)
         biod = self.manifest.get("biod")
         params = biod_module.BioDParams(**biod) if biod else None
@@ -400,8 +435,11 @@ class Dataset:
 
 
 def open_dataset(folder) -> Dataset:
-    """Open a dataset folder; the population is rebuilt from (seed, N, fields)."""
+    """Open a dataset folder, its manifest, fields and tokenizer checked first; the
+    population is rebuilt from (seed, N, fields)."""
     manifest = read_manifest(folder)
+    used = [r for r in manifest["files"] if r.startswith("fields/") or r == "tokenizer.json"]
+    check_files(folder, manifest, used)
     fields = fields_module.load(Path(folder) / "fields")
     population = Population.build(fields, manifest["seed"], manifest["n"])
     tok = tokenizers.load(str(Path(folder) / "tokenizer.json"))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bioknow import atomic, capacity
+from bioknow import capacity, integrity, validate
 from bioknow.errors import InputError
 from bioknow.fields import KNOWLEDGE
 from bioknow.render.tokens import LABEL, FragmentTable
@@ -202,6 +202,32 @@ def calibration_batches(ds, table, seed: int, batch: int = 64) -> list[torch.Ten
     return [torch.from_numpy(b.tokens).long() for b in eval_batches(table, people, batch, exposure)]
 
 
+def check_finite(report: dict, where: str) -> None:
+    """Refuse a report with any term that is not a finite number."""
+
+    def walk(value, key: str):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else k)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v, key)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InputError(
+                f"{where}: {key} came out {value} (the model's losses are not finite); "
+                "no report written"
+            )
+
+    walk(report, "")
+
+
+def check_memory(batch: int, table, vocab: int, total_params: int, device: str) -> None:
+    """Refuse a batch whose logits (and the model) exceed the device's memory."""
+    longest = int(table.lengths(np.arange(min(len(table.population), 256)), 0).max())
+    needed = 4 * total_params + 12 * batch * longest * vocab
+    validate.fits_memory(needed, f"evaluating batches of {batch}", device)
+
+
 def eval_file(quantize: str, method: str) -> str:
     """The run-folder file of one quantization setting."""
     if quantize == "none":
@@ -221,50 +247,70 @@ def evaluate_run(
 ) -> dict:
     """Evaluate a run's final weights (or its latest checkpoint); with quantization, also
     the quantized model, reporting R before and after. Writes RUN/eval*.json."""
-    from bioknow import quantize as quantization
-    from bioknow.dataset import open_dataset
-    from bioknow.train import load_run, run_table
+    from bioknow.process import RunLock
+    from bioknow.runfolder import read_config
+    from bioknow.train import load_run, open_run_dataset, run_table
 
-    if quantize != "none" and quantize not in quantization.BITS:
-        raise InputError(f"unknown --quantize {quantize!r}; choose none, int8 or int4")
-    if method not in quantization.METHODS:
-        raise InputError(f"unknown quantization method {method!r}; choose gptq or rtn")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    config, model, state = load_run(run, device)
-    ds = open_dataset(config["data"])
+    args = dict(people=people, seed=seed, quantize=quantize, method=method, batch=batch)
+    args = validate.check(validate.EVAL, {**args, "device": device})
+    device = args.pop("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    run = Path(run)
+    config = read_config(run)
+    with RunLock(run):
+        config, model, state = load_run(run)  # every file checked before any work
+        ds = open_run_dataset(config)
+        table = run_table(config, ds)
+        vocab = config["model"]["vocab_size"]
+        check_memory(args["batch"], table, vocab, config["params"]["total"], device)
+        model = model.to(device)
+        args["run"] = str(run)
+        report = evaluate_model(model, config, state, ds, table, args, device, progress)
+        check_finite(report, str(run))
+        integrity.write_run_json(run, eval_file(quantize, method), report)
+    return report
+
+
+def evaluate_model(model, config, state, ds, table, args: dict, device, progress) -> dict:
+    """The report of a run's model, and with quantization of the quantized model too."""
+    from bioknow import quantize as quantization
+
+    quantize, method = args["quantize"], args["method"]
     about = {
-        "run": str(run),
+        "run": args["run"],
         "model": config["model"]["name"],
         "variant": config["variant"],
         "exposures": config["exposures"],
         "step": state["step"],
         "steps": config["steps"],
     }
-    table = run_table(config, ds)
-    args = dict(
-        people=people, seed=seed, batch=batch, device=device, progress=progress, table=table
+    common = dict(
+        people=args["people"],
+        seed=args["seed"],
+        batch=args["batch"],
+        device=device,
+        progress=progress,
+        table=table,
     )
     report = {
-        **evaluate(model_scorer(model), ds, config["params"], **args),
+        **evaluate(model_scorer(model), ds, config["params"], **common),
         **about,
         "quantize": "none",
     }
-    if quantize != "none":
-        before = {k: report[k] for k in ("bits", "bits_clamped", "R", "R_clamped")}
-        calibration = None
-        if method == "gptq":
-            calibration = [b.to(device) for b in calibration_batches(ds, table, seed)]
-        summary = quantization.quantize_(model, quantize, method, calibration)
-        report = {
-            **evaluate(model_scorer(model), ds, config["params"], **args),
-            **about,
-            "quantize": quantize,
-            "method": method,
-            "quantized": summary,
-            "before": before,
-        }
-    atomic.write_json(Path(run) / eval_file(quantize, method), report)
-    return report
+    if quantize == "none":
+        return report
+    before = {k: report[k] for k in ("bits", "bits_clamped", "R", "R_clamped")}
+    calibration = None
+    if method == "gptq":
+        calibration = [b.to(device) for b in calibration_batches(ds, table, args["seed"])]
+    summary = quantization.quantize_(model, quantize, method, calibration)
+    return {
+        **evaluate(model_scorer(model), ds, config["params"], **common),
+        **about,
+        "quantize": quantize,
+        "method": method,
+        "quantized": summary,
+        "before": before,
+    }
 
 
 def evaluate_hf(
@@ -281,10 +327,14 @@ def evaluate_hf(
     from bioknow import export
     from bioknow.dataset import open_dataset
 
+    checked = validate.check(validate.EVAL, dict(people=people, seed=seed, batch=batch))
+    people, seed, batch = checked["people"], checked["seed"], checked["batch"]
+    device = validate.Device()(device, "--device") if device else None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     ds = open_dataset(data)
     model, _ = export.load_hf(path, device)
     params = export.hf_parameter_counts(model, ds.manifest["tokenizer"]["used_ids"])
+    check_memory(batch, ds.table, model.config.vocab_size, params["total"], device)
     report = evaluate(
         export.hf_scorer(model),
         ds,
@@ -296,4 +346,5 @@ def evaluate_hf(
         progress=progress,
     )
     report.update(hf_model=str(path), variant=ds.manifest["variant"], quantize="none")
+    check_finite(report, str(path))
     return report

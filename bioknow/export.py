@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from bioknow import atomic
+from bioknow import atomic, integrity, validate
 from bioknow import tokenizer as tokenizers
 from bioknow.errors import InputError
 from bioknow.evaluate import Scorer
@@ -142,16 +142,23 @@ def hf_tokenizer(tokenizer_file: Path, block_size: int):
 
 def export_run(run, out, overwrite: bool = False) -> dict:
     """Write the finished run `run` as a transformers checkpoint in the folder `out`."""
-    from bioknow.train import load_run
+    from bioknow.runfolder import read_config
+    from bioknow.train import load_run, open_run_dataset
 
+    validate.check(validate.EXPORT, {"out": out})
     run, out = Path(run), Path(out)
-    if not (run / "model.safetensors").is_file():
-        raise InputError(f"{run}: not a finished bioknow run (no model.safetensors)")
+    read_config(run)
+    if "model.safetensors" not in integrity.load_record(run):
+        raise InputError(
+            f"{run}: not a finished run (no final model.safetensors; if training ended, "
+            f"finish it with: bioknow train --resume --out {run})"
+        )
     atomic.check_target(out, overwrite, "config.json")
     config, model, _ = load_run(run, "cpu")
     if config.get("useful_prefix"):
         raise InputError(f"{run}: a run with a useful-data prefix token cannot be exported")
-    tokenizer = hf_tokenizer(Path(config["data"]) / "tokenizer.json", model.config.block_size)
+    ds = open_run_dataset(config)
+    tokenizer = hf_tokenizer(ds.path / "tokenizer.json", model.config.block_size)
     hf = to_hf(model, tokenizer.eos_token_id)
     with atomic.new_dir(out, overwrite, marker="config.json") as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)

@@ -11,9 +11,11 @@ Each point runs `bioknow train` and `bioknow eval` as subprocesses, so a failure
 its point and GPUs are placed with CUDA_VISIBLE_DEVICES: one slot per GPU (or `per_gpu`
 slots sharing one), or `cpu_slots` on the CPU, each with an equal share of its cores
 (tiny models use two cores poorly: two one-core runs at once get more done than one
-two-core run). The costliest points start first. Running the sweep again skips finished points,
-resumes interrupted ones, and tries failed ones again; a point that fails twice in a row
-is reported as failed.
+two-core run); the costliest points start first. The children die with the sweep
+(Linux's parent-death signal, `bioknow.process`). Every value of the config is checked by
+the rules of the command it goes to (`bioknow.validate`) before anything is written.
+Running the sweep again skips finished points, resumes interrupted ones, and tries failed
+ones again; a point that fails twice in a row is reported as failed.
 """
 
 import itertools
@@ -32,15 +34,25 @@ import pyarrow.parquet as pq
 import yaml
 from tqdm import tqdm
 
-from bioknow import atomic, dataset
+from bioknow import atomic, dataset, integrity, process, runfolder, validate
 from bioknow.errors import InputError
 from bioknow.evaluate import eval_file
 from bioknow.model import ModelConfig
-from bioknow.train import latest_checkpoint
 
 DATASET_KEYS = {"variant", "n", "seed", "k", "c", "d", "l", "t", "renderings", "vocab_size"}
 RECIPE_KEYS = {"lr", "wd", "batch", "warmup"}
 TOP_KEYS = {"datasets", "models", "exposures", "seeds", "recipe", "quantize", "eval", "train"}
+TRAIN_KEYS = {
+    "device",
+    "no_compile",
+    "precision",
+    "junk_fraction",
+    "junk_n",
+    "useful_prefix",
+    "log_every",
+    "checkpoint_every",
+}
+EVAL_KEYS = {"people"}
 ATTEMPTS = 2
 
 
@@ -63,13 +75,22 @@ class Point:
         return f"{self.data['variant']}-n{self.data['n']}-s{self.data.get('seed', 0)}{extra}"
 
 
+def _mapping(value, where: str) -> dict:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise InputError(f"sweep config: {where} must be a mapping of names to values")
+    return value
+
+
 def _grid(spec: dict, keys: set[str], where: str) -> list[dict]:
     """Expand a mapping whose values may be lists into every combination."""
-    unknown = set(spec) - keys
+    unknown = set(_mapping(spec, where)) - keys
     if unknown:
-        raise InputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        raise InputError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
     names = sorted(spec)
     values = [v if isinstance(v, list) else [v] for v in (spec[k] for k in names)]
+    for name, options in zip(names, values, strict=True):
+        if not options:
+            raise InputError(f"sweep config: {where}.{name} is an empty list")
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
 
 
@@ -77,49 +98,95 @@ def _listed(config: dict, key: str, default=None) -> list:
     value = config.get(key, default)
     if value is None:
         raise InputError(f"sweep config: {key!r} is required")
-    return value if isinstance(value, list) else [value]
+    value = value if isinstance(value, list) else [value]
+    if not value:
+        raise InputError(f"sweep config: {key!r} is an empty list")
+    return value
+
+
+def _value(rule, value, name: str):
+    """A config value checked by a command's rule; null is refused, never 'not given'."""
+    if value is None:
+        raise InputError(f"sweep config: {name} is null")
+    return rule(value, f"sweep config: {name}")
+
+
+def _dataset(spec: dict) -> dict:
+    """A dataset of the grid, checked as generate checks its arguments."""
+    if "variant" not in spec or "n" not in spec:
+        raise InputError("sweep config: every dataset needs variant and n")
+    rules = {**validate.GENERATE, "variant": validate.Choice(tuple(dataset.VARIANTS))}
+    data = {k: _value(rules[k], v, f"datasets.{k}") for k, v in spec.items()}
+    biod = {k: data[k] for k in dataset.BIOD_KEYS if k in data} or None
+    args = {k: data[k] for k in ("n", "seed", "renderings") if k in data}
+    dataset.check_arguments(data["variant"], {**args, "sample": 0}, biod, None)
+    return data
+
+
+def check_config(config: dict) -> dict:
+    """The config with every value checked by the rules of the command it goes to: no
+    empty lists, no nulls, whole numbers whole, every model name known."""
+    train = _mapping(config.get("train") or {}, "train")
+    evaluation = _mapping(config.get("eval") or {}, "eval")
+    for where, part, keys in (("train", train, TRAIN_KEYS), ("eval", evaluation, EVAL_KEYS)):
+        if set(part) - keys:
+            raise InputError(f"{where}: unknown key(s) {', '.join(sorted(set(part) - keys))}")
+    rules = {**validate.TRAIN, "no_compile": validate.Flag()}
+    datasets = [_grid(spec, DATASET_KEYS, "datasets") for spec in _listed(config, "datasets")]
+    checked = {
+        "datasets": [_dataset(d) for grid in datasets for d in grid],
+        "models": [_value(validate.Text(), m, "models") for m in _listed(config, "models")],
+        "exposures": [
+            _value(rules["exposures"], e, "exposures") for e in _listed(config, "exposures")
+        ],
+        "seeds": [_value(validate.SEED, s, "seeds") for s in _listed(config, "seeds", [0])],
+        "recipe": [
+            {k: _value(rules[k], v, f"recipe.{k}") for k, v in rec.items()}
+            for rec in _grid(config.get("recipe") or {}, RECIPE_KEYS, "recipe")
+        ],
+        "train": {k: _value(rules[k], v, f"train.{k}") for k, v in train.items()},
+        "eval": {k: _value(validate.People(), v, f"eval.{k}") for k, v in evaluation.items()},
+        "quantize": [
+            _value(validate.EVAL["quantize"], q, "quantize")
+            for q in _listed(config, "quantize", ["none"])
+        ],
+    }
+    for model in checked["models"]:
+        ModelConfig.from_name(model, 64)  # a misspelt model fails before anything runs
+    return checked
 
 
 def load_config(path) -> dict:
     """A YAML or JSON grid (JSON is YAML), checked."""
     try:
         config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise InputError(f"{path}: unreadable sweep config ({str(e).splitlines()[0]})") from None
     if not isinstance(config, dict):
         raise InputError(f"{path}: a sweep config is a mapping (datasets, models, exposures, ...)")
     unknown = set(config) - TOP_KEYS
     if unknown:
-        raise InputError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+        raise InputError(f"{path}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
     return config
 
 
 def points(config: dict) -> list[Point]:
-    """Every point of the grid, with a readable, unique id."""
-    datasets = [
-        d for spec in _listed(config, "datasets") for d in _grid(spec, DATASET_KEYS, "datasets")
-    ]
-    for d in datasets:
-        if "variant" not in d or "n" not in d:
-            raise InputError("sweep config: every dataset needs variant and n")
-        d["n"] = int(float(d["n"]))
-    recipes = _grid(config.get("recipe") or {}, RECIPE_KEYS, "recipe")
+    """Every point of the grid, with a readable, unique id; the config is checked first."""
+    checked = check_config(config)
     out = []
     for data, model, exposures, seed, rec in itertools.product(
-        datasets,
-        _listed(config, "models"),
-        _listed(config, "exposures"),
-        _listed(config, "seeds", [0]),
-        recipes,
+        checked["datasets"],
+        checked["models"],
+        checked["exposures"],
+        checked["seeds"],
+        checked["recipe"],
     ):
-        point = Point("", data, str(model), int(float(exposures)), int(seed), rec)
+        point = Point("", data, model, exposures, seed, rec)
         extra = "".join(
             f"-{k}{v:g}" if isinstance(v, float) else f"-{k}{v}" for k, v in sorted(rec.items())
         )
         point.id = f"{point.data_id}__{model}__e{point.exposures}__seed{seed}{extra}"
         out.append(point)
-    for model in {p.model for p in out}:
-        ModelConfig.from_name(model, 64)  # a misspelt model fails before anything runs
     if len({p.id for p in out}) != len(out):
         raise InputError("sweep config: the grid repeats a point")
     return out
@@ -155,15 +222,23 @@ def cost(point: Point) -> float:
 
 
 def quantize_settings(config: dict) -> list[str]:
-    settings = _listed(config, "quantize", ["none"])
+    settings = [str(q) for q in _listed(config, "quantize", ["none"])]
     if "none" not in settings:
         settings = ["none", *settings]
     return settings
 
 
+def recorded(run: Path) -> dict:
+    """The files integrity.json records for a run ({} if it has none or a bad one)."""
+    try:
+        return integrity.load_record(run) if (run / integrity.RECORD).is_file() else {}
+    except InputError:
+        return {}
+
+
 def point_done(run: Path, quantize: list[str]) -> bool:
-    names = [eval_file(q, "gptq") for q in quantize]
-    return (run / "model.safetensors").is_file() and all((run / n).is_file() for n in names)
+    names = ["model.safetensors", *(eval_file(q, "gptq") for q in quantize)]
+    return all(n in recorded(run) for n in names)
 
 
 def commands(point: Point, sweep: Path, config: dict) -> list[list[str]]:
@@ -194,12 +269,13 @@ def commands(point: Point, sweep: Path, config: dict) -> list[list[str]]:
                 train.append(flag)
             elif value is not False and value is not None:
                 train += [flag, str(value)]
-    out = [] if (run / "model.safetensors").is_file() else [train]
+    done = recorded(run)
+    out = [] if "model.safetensors" in done else [train]
     evaluation = config.get("eval") or {}
     for q in quantize_settings(config):
-        if not (run / eval_file(q, "gptq")).is_file():
+        if eval_file(q, "gptq") not in done:
             cmd = [*bioknow, "eval", str(run), "--quantize", q]
-            if evaluation.get("people", "all") != "all":
+            if evaluation.get("people") not in (None, "all"):
                 cmd += ["--people", str(evaluation["people"])]
             out.append(cmd)
     return out
@@ -216,7 +292,7 @@ def run_point(point: Point, sweep: Path, config: dict, env: dict) -> str | None:
                 f.write(f"$ {' '.join(cmd)}\n")
                 f.flush()
                 done = subprocess.run(
-                    cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **env}
+                    cmd, stdout=f, stderr=subprocess.STDOUT, env=process.child_env(env)
                 )
             if done.returncode != 0:
                 error = f"{cmd[3]} exited with status {done.returncode} (see {log})"
@@ -242,39 +318,50 @@ def row(point: Point, sweep: Path, quantize: str, error: str | None) -> dict:
         "seed": point.seed,
         "quantize": quantize,
     }
-    if (run / "config.json").is_file():
-        config = json.loads((run / "config.json").read_text())
-        model = config["model"]
+    try:
+        out.update({k: v for k, v in run_columns(run, quantize).items() if k not in out})
+    except InputError as e:  # a damaged run: its row says so, never a wrong number
+        out.update(status="failed", error=str(e))
+    return out
+
+
+def run_columns(run: Path, quantize: str) -> dict:
+    """A run's columns: its resolved config, progress and evaluation report, each file
+    checked against the run's integrity.json."""
+    out = {}
+    if not (run / "config.json").is_file():
+        return out
+    config = runfolder.read_config(run)
+    model = config["model"]
+    out.update(
+        family=model["family"],
+        n_layer=model["n_layer"],
+        n_head=model["n_head"],
+        d_model=model["d_model"],
+        batch=config["batch"],
+        lr=config["lr"],
+        wd=config["wd"],
+        warmup=config["warmup"],
+        steps=config["steps"],
+        tokens=config["tokens"],
+        config=json.dumps(config),
+    )
+    if runfolder.latest_checkpoint(run) is not None:
+        state = runfolder.read_state(run)
+        seconds = state.get("seconds")
         out.update(
-            family=model["family"],
-            n_layer=model["n_layer"],
-            n_head=model["n_head"],
-            d_model=model["d_model"],
-            batch=config["batch"],
-            lr=config["lr"],
-            wd=config["wd"],
-            warmup=config["warmup"],
-            steps=config["steps"],
-            tokens=config["tokens"],
-            config=json.dumps(config),
+            final_loss=state.get("loss"),
+            wall_s=seconds,
+            tokens_per_s=state["tokens"] / seconds if seconds else None,
         )
-        checkpoint = latest_checkpoint(run)
-        if checkpoint is not None:
-            state = json.loads((checkpoint / "state.json").read_text())
-            seconds = state.get("seconds")
-            out.update(
-                final_loss=state.get("loss"),
-                wall_s=seconds,
-                tokens_per_s=state["tokens"] / seconds if seconds else None,
-            )
-    report_file = run / eval_file(quantize, "gptq")
-    if report_file.is_file():
-        report = json.loads(report_file.read_text())
+    name = eval_file(quantize, "gptq")
+    if name in recorded(run):
+        report = integrity.read_run_json(run, name)
         for key, value in report.items():
             if key == "attributes":
                 for attribute, figures in value.items():
-                    for name, number in figures.items():
-                        out[f"{attribute}_{name}"] = number
+                    for figure, number in figures.items():
+                        out[f"{attribute}_{figure}"] = number
             elif key == "before":
                 out.update({f"{k}_before": v for k, v in value.items()})
             elif isinstance(value, (int, float, str)) and key not in out:
@@ -297,7 +384,7 @@ def write_table(sweep: Path, rows: list[dict]) -> None:
     columns = list(dict.fromkeys(k for r in rows for k in r))
     table = pa.table({c: pa.array([r.get(c) for r in rows]) for c in columns})
     for name, write in (("runs.parquet", pq.write_table), ("runs.csv", pacsv.write_csv)):
-        tmp = sweep / f".{name}.partial"
+        tmp = atomic.temp_path(sweep / name)
         write(table, tmp)
         os.replace(tmp, sweep / name)
 
@@ -311,19 +398,23 @@ def run_sweep(
     cpu_slots: int = 1,
 ) -> list[dict]:
     """Run (or continue) the sweep of `config_path` in `out`; return the results rows."""
-    config = load_config(config_path)
-    grid = points(config)
+    validate.check(
+        validate.SWEEP,
+        {"out": out, "device": device, "per_gpu": per_gpu, "cpu_slots": cpu_slots},
+        "--",
+    )
+    raw = load_config(config_path)
+    grid = points(raw)
+    config = check_config(raw)
     sweep = Path(out)
     previous = sweep / "sweep.json"
-    resolved = {"config": config, "points": [p.__dict__ for p in grid]}
-    if previous.is_file() and json.loads(previous.read_text())["config"] != config:
-        raise InputError(f"{sweep}: holds a sweep of another config (use a new --out)")
-    if per_gpu < 1:
-        raise InputError(f"--per-gpu must be >= 1, got {per_gpu}")
-    if cpu_slots < 1:
-        raise InputError(f"--cpu-slots must be >= 1, got {cpu_slots}")
+    resolved = {"config": raw, "points": [p.__dict__ for p in grid]}
+    if previous.is_file():
+        prior = integrity.read_json(previous)
+        if not isinstance(prior, dict) or prior.get("config") != raw:
+            raise InputError(f"{sweep}: holds a sweep of another config (use a new --out)")
     device = device or "auto"
-    workers = slots(device, per_gpu, cpu_slots)
+    workers = slots(device, int(per_gpu), int(cpu_slots))
     for folder in ("data", "runs", "logs"):
         (sweep / folder).mkdir(parents=True, exist_ok=True)
     atomic.write_json(previous, resolved)

@@ -1,44 +1,41 @@
-"""The trainer: a dataset folder, a model name and a number of exposures -> a run folder.
-
-    RUN/config.json                       model, recipe and data, resolved
-    RUN/checkpoints/step-NNNNNNNN/        model.safetensors, optimizer.pt, state.json
-    RUN/checkpoints/latest                the name of the newest complete checkpoint
-    RUN/model.safetensors                 the final weights
-    RUN/metrics.jsonl                     step, tokens, loss, lr, tokens/s
+"""The trainer: a dataset folder, a model name and a number of exposures -> a run folder
+(its files: `bioknow.runfolder`).
 
 Steps follow from the exposures (SPEC section 2.5), never typed in. On CUDA: bf16
 autocast, torch.compile, fused AdamW, no host synchronisation inside a step. On the CPU:
 bf16 autocast where the CPU has native bf16 (else float32), torch.compile for runs long
-enough to repay its cost. Under `torchrun` every rank draws the same global
-batches and trains on its share of the rows (DDP); rank 0 alone writes. A checkpoint
-directory is written under a temporary name and renamed, so a run can always resume
-from its last checkpoint, and resuming gives the same weights as an uninterrupted run
-(bit for bit on the CPU).
+enough to repay its cost. Under `torchrun` every rank draws the same global batches and
+trains on its share of the rows (DDP); rank 0 alone writes, holding the run's lock. A run
+can always resume from its last checkpoint, and resuming gives the same weights, losses
+and metrics as an uninterrupted run (bit for bit on the CPU). A loss or weight that is
+not finite stops the run with an InputError, keeping the last good checkpoint.
 """
 
 import dataclasses
-import json
+import math
 import os
 import shutil
 import signal
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
-from bioknow import atomic, recipe
+from bioknow import atomic, integrity, recipe, runfolder, validate
 from bioknow import tokenizer as tokenizers
 from bioknow.dataset import Dataset, open_dataset, versions
 from bioknow.errors import InputError
 from bioknow.model import ModelConfig, Transformer
+from bioknow.process import RunLock
 from bioknow.render.tokens import FragmentTable
+from bioknow.runfolder import latest_checkpoint  # noqa: F401 (part of this module's API)
 from bioknow.stream import WINDOW, JunkSource, MixedStream, Position, TrainStream
 from bioknow.tokenizer import padded_vocab_size
 
@@ -48,6 +45,7 @@ PRECISIONS = ("bf16", "float32")
 # On the CPU, torch.compile makes a tiny model's step about 1.2-1.3x faster but costs
 # 10-30 s to compile: by default only runs of at least this many steps compile.
 CPU_COMPILE_STEPS = 2000
+DEFAULTS = {"seed": 0, "log_every": 50, "checkpoint_every": 1000}
 
 
 def default_precision(device: torch.device) -> str:
@@ -76,10 +74,7 @@ def place(device: str | None) -> Placement:
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but CUDA is not available")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise InputError(f"unknown --device {device!r}; use cpu, cuda or cuda:K")
+    device = validate.Device()(device, "--device")
     if device == "cuda":
         device = f"cuda:{local}"
     if world > 1 and not dist.is_initialized():
@@ -109,32 +104,57 @@ def training_stream(config: dict, ds) -> TrainStream | MixedStream:
     return MixedStream(stream, source, junk["fraction"])
 
 
+def open_run_dataset(config: dict) -> Dataset:
+    """The dataset a run was trained on, checked, and refused if it changed since."""
+    ds = open_dataset(config["data"])
+    if atomic.sha256(Path(config["data"]) / "manifest.json") != config["data_manifest_sha256"]:
+        raise InputError(
+            f"{config['data']}: not the dataset this run was trained on (its manifest.json "
+            "differs from the one recorded in the run's config.json)"
+        )
+    return ds
+
+
+def check_memory(cfg: ModelConfig, used: int, batch_rows: int, device: torch.device) -> dict:
+    """The parameter counts of a model; a model and batch whose weights, gradients, AdamW
+    moments and logits alone would exceed the device's memory are refused with the
+    estimate, before the model is built."""
+    experts = cfg.n_expert if cfg.mlp == "moe" else 1
+    matrices = {"none": 0, "swiglu": 3}.get(cfg.mlp, 2)
+    block = 2 * cfg.d_model**2 + experts * matrices * cfg.d_model * cfg.mlp_hidden
+    at_least = cfg.n_layer * block + cfg.vocab_size * cfg.d_model  # no k, v maps, no biases
+    logits = 8 * batch_rows * WINDOW * cfg.vocab_size
+    what = f"training {cfg.name} on batches of {batch_rows}"
+    validate.fits_memory(16 * at_least + logits, what, str(device))
+    return Transformer(cfg).parameter_counts(used)
+
+
 def resolve_config(
     data: str, model_name: str, exposures: int, options: dict, device: torch.device, world: int
 ) -> tuple[dict, Dataset, TrainStream | MixedStream]:
-    """Everything a run is, resolved from the arguments (options: batch, lr, wd, warmup,
-    seed, compile, precision, junk_fraction, junk_n, useful_prefix), the dataset and the
-    recipe; with the opened dataset and the run's stream (its exact token count already made)."""
+    """Everything a run is, resolved from the checked arguments (options: batch, lr, wd,
+    warmup, seed, compile, precision, junk_fraction, junk_n, useful_prefix, log_every,
+    checkpoint_every), the dataset and the recipe; with the opened dataset and the run's
+    stream (its exact token count already made)."""
     ds = open_dataset(data)
-    if exposures < 1:
-        raise InputError(f"--exposures must be >= 1, got {exposures}")
     overrides = {k: options.get(k) for k in ("lr", "wd", "batch") if options.get(k) is not None}
     rec = dataclasses.replace(recipe.default(ds.manifest["n"], exposures), **overrides)
-    if rec.batch < 1 or rec.batch % world:
-        raise InputError(f"batch {rec.batch} must be positive and divisible by {world} ranks")
+    if rec.batch % world:
+        raise InputError(f"batch {rec.batch} must be divisible by {world} ranks")
     fraction, junk_n = options.get("junk_fraction") or 0.0, options.get("junk_n")
     if not 0 <= fraction < 1:
         raise InputError(f"--junk-fraction must be in [0, 1), got {fraction}")
     if fraction and not (junk_n and 1 <= junk_n <= ds.fields.n0):
         raise InputError(f"--junk-fraction needs --junk-n N' in [1, {ds.fields.n0}]")
+    if junk_n is not None and not fraction:
+        raise InputError("--junk-n needs --junk-fraction F > 0")
     prefix = options.get("useful_prefix")
-    if prefix is not None and (not prefix or prefix in ds.tokenizer.get_vocab()):
+    if prefix is not None and prefix in ds.tokenizer.get_vocab():
         raise InputError(f"--useful-prefix must be a new token, not {prefix!r}")
+    cfg = ModelConfig.from_name(model_name, 64)  # a misspelt name fails before the counting
     cuda = device.type == "cuda"
     compile = options.get("compile")
     precision = options.get("precision") or default_precision(device)
-    if precision not in PRECISIONS:
-        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     config = {
         "format": FORMAT,
         "data": str(Path(data).resolve()),
@@ -144,21 +164,22 @@ def resolve_config(
         "exposures": exposures,
         "batch": rec.batch,
         "window": WINDOW,
-        "seed": options.get("seed", 0),
+        "seed": options["seed"],
         "junk": {"fraction": fraction, "n": junk_n, "seed": ds.manifest["seed"] + 1}
         if fraction
         else None,
         "useful_prefix": prefix,
     }
+    used = ds.manifest["tokenizer"]["used_ids"] + (prefix is not None)
     stream = training_stream(config, ds)
     cfg = ModelConfig.from_name(model_name, padded_vocab_size(stream.table.tokenizer))
-    used = ds.manifest["tokenizer"]["used_ids"] + (prefix is not None)
+    params = check_memory(cfg, used, rec.batch // world, device)
     warm, note = recipe.warmup_steps(stream.steps, options.get("warmup"))
     warning = recipe.short_run_warning(stream.steps)
     config = {
         **config,
         "model": dataclasses.asdict(cfg),
-        "params": Transformer(cfg).parameter_counts(used),
+        "params": params,
         "used_ids": used,
         "flops_per_token": cfg.flops_per_token(WINDOW),
         "steps": stream.steps,
@@ -172,6 +193,8 @@ def resolve_config(
         "betas": list(recipe.BETAS),
         "eps": recipe.EPS,
         "min_lr_ratio": recipe.MIN_LR_RATIO,
+        "log_every": options["log_every"],
+        "checkpoint_every": options["checkpoint_every"],
         "device": device.type,
         "precision": precision,
         "compile": (cuda or stream.steps >= CPU_COMPILE_STEPS) if compile is None else compile,
@@ -261,31 +284,51 @@ def announce(config: dict) -> None:
         print(f"bioknow: warning: {warning}", file=sys.stderr)
 
 
-def latest_checkpoint(run: Path) -> Path | None:
-    pointer = run / "checkpoints" / "latest"
-    return run / "checkpoints" / pointer.read_text().strip() if pointer.is_file() else None
+def fresh_state() -> dict:
+    return {
+        "step": 0,
+        "position": dataclasses.asdict(Position(0, 0)),
+        "tokens": 0,  # useful tokens: exposures count these alone
+        "junk_tokens": 0,
+        "finished": False,
+        "loss": None,
+    }
 
 
-def save_checkpoint(run: Path, model, opt, state: dict, metrics: list[dict]) -> None:
-    """Write a complete checkpoint under a temporary name, rename it, point `latest` at
-    it, then drop older ones."""
-    folder = run / "checkpoints"
-    name = f"step-{state['step']:08d}"
-    tmp = folder / f".{name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(opt.state_dict(), tmp / "optimizer.pt")
-    atomic.write_json(tmp / "state.json", state)
-    shutil.rmtree(folder / name, ignore_errors=True)
-    os.replace(tmp, folder / name)
-    atomic.write_bytes(folder / "latest", name.encode())
-    for old in folder.glob("step-*"):
-        if old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
-    atomic.write_bytes(
-        run / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics).encode()
-    )
+def begin(run: Path, config: dict, overwrite: bool) -> None:
+    """Make the run folder (its lock held): clear an old run it replaces, write config.json
+    and start integrity.json."""
+    if any(p.name != "lock" for p in run.iterdir()):
+        if not overwrite:
+            raise InputError(f"{run}: folder exists and is not empty (use --overwrite)")
+        for p in run.iterdir():
+            if p.name != "lock":
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    integrity.write_run_json(run, "config.json", config)
+
+
+def reopen(run: Path, where: Placement):
+    """A stopped run's config, dataset, latest checkpoint and state, checked."""
+    config = runfolder.read_config(run)
+    ds = open_run_dataset(config)
+    checkpoint = latest_checkpoint(run)
+    state = runfolder.read_state(run, checkpoint) if checkpoint else fresh_state()
+    if where.writer:
+        for folder in (run, run / "checkpoints"):
+            atomic.clean_stale(folder)
+    return config, ds, checkpoint, state
+
+
+def check_resume(run: Path, given: dict, overwrite: bool) -> None:
+    """--resume continues a run as it was started: refuse the options it is made of."""
+    extra = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+    if extra or overwrite:
+        raise InputError(
+            f"--resume continues {run} as it was started; it takes none of "
+            f"{', '.join(extra or ['--overwrite'])}"
+        )
+    if not (run / "config.json").is_file():
+        raise InputError(f"{run}: nothing to resume (no config.json)")
 
 
 def train(
@@ -298,7 +341,7 @@ def train(
     lr=None,
     wd=None,
     warmup=None,
-    seed: int = 0,
+    seed: int | None = None,
     device: str | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -307,79 +350,103 @@ def train(
     junk_fraction: float | None = None,
     junk_n: int | None = None,
     useful_prefix: str | None = None,
-    log_every: int = 50,
-    checkpoint_every: int = 1000,
+    log_every: int | None = None,
+    checkpoint_every: int | None = None,
     stop_after: int | None = None,
     progress: bool = False,
 ) -> dict:
-    """Train, or resume, the run in `out`; return its state (step, tokens, loss, ...)."""
+    """Train, or resume, the run in `out`; return its state (step, tokens, loss, ...).
+    Every argument is checked before anything is written; --resume takes none of the
+    options a run is made of (seed and log_every default to 0 and 50, checkpoint_every
+    to 1000)."""
     run = Path(out)
-    where = place(device)
+    given = dict(
+        data=data,
+        model=model_name,
+        exposures=exposures,
+        batch=batch,
+        lr=lr,
+        wd=wd,
+        warmup=warmup,
+        seed=seed,
+        compile=compile,
+        precision=precision,
+        junk_fraction=junk_fraction,
+        junk_n=junk_n,
+        useful_prefix=useful_prefix,
+        log_every=log_every,
+        checkpoint_every=checkpoint_every,
+    )
+    checked = validate.check(validate.TRAIN, {**given, "device": device, "stop_after": stop_after})
+    where = place(checked["device"])
     if resume:
-        if not (run / "config.json").is_file():
-            raise InputError(f"{run}: nothing to resume (no config.json)")
-        config = json.loads((run / "config.json").read_text())
-        ds = open_dataset(config["data"])
-        if atomic.sha256(Path(config["data"]) / "manifest.json") != config["data_manifest_sha256"]:
-            raise InputError(f"{config['data']}: the dataset changed since the run started")
-        stream = training_stream(config, ds)
+        check_resume(run, given, overwrite)
+    elif None in (data, model_name, exposures):
+        raise InputError("train needs --data, --model and --exposures (or --resume)")
     else:
-        if None in (data, model_name, exposures):
-            raise InputError("train needs --data, --model and --exposures (or --resume)")
         atomic.check_target(run, overwrite, "config.json")
-        options = dict(
-            batch=batch,
-            lr=lr,
-            wd=wd,
-            warmup=warmup,
-            seed=seed,
-            compile=compile,
-            precision=precision,
-            junk_fraction=junk_fraction,
-            junk_n=junk_n,
-            useful_prefix=useful_prefix,
-        )
+        options = {**DEFAULTS, **{k: v for k, v in checked.items() if v is not None}}
         config, ds, stream = resolve_config(
-            data, model_name, exposures, options, where.device, where.world
+            data, model_name, options["exposures"], options, where.device, where.world
         )
-        if overwrite and where.writer:  # only once the new run's arguments are known good
-            shutil.rmtree(run, ignore_errors=True)
+    with RunLock(run) if where.writer else nullcontext():
+        if resume:
+            config, ds, checkpoint, state = reopen(run, where)
+        else:
+            checkpoint, state = None, fresh_state()
+            if where.writer:
+                begin(run, config, overwrite)
+                announce(config)
+        if state["finished"]:
+            if where.writer:
+                runfolder.ensure_finished(run)
+            return state
+        if resume:
+            stream = training_stream(config, ds)
+        state = loop(run, config, stream, checkpoint, state, where, stop_after, progress)
+        if state["finished"] and where.writer:
+            runfolder.finish(run)
+    if where.world > 1:
+        dist.barrier()
+    return state
 
+
+def build(config: dict, where: Placement, checkpoint: Path | None, run: Path):
+    """The model and optimizer of a run, from the checkpoint's files if there is one."""
     torch.manual_seed(config["seed"])
     raw = Transformer(ModelConfig(**config["model"])).to(where.device)
     opt = optimizer(raw, config, where.device)
-    state = {
-        "step": 0,
-        "position": dataclasses.asdict(Position(0, 0)),
-        "tokens": 0,  # useful tokens: exposures count these alone
-        "junk_tokens": 0,
-        "finished": False,
-        "loss": None,
-    }
-    metrics: list[dict] = []
-    checkpoint = latest_checkpoint(run) if resume else None
     if checkpoint is not None:
-        load_model(raw, str(checkpoint / "model.safetensors"), device=str(where.device))
-        opt.load_state_dict(
-            torch.load(checkpoint / "optimizer.pt", weights_only=True, map_location=where.device)
-        )
-        state = json.loads((checkpoint / "state.json").read_text())
-        lines = (run / "metrics.jsonl").read_text().splitlines()
-        metrics = [m for m in map(json.loads, lines) if m["step"] <= state["step"]]
-    if state["finished"]:
-        return state
-    if where.writer and not resume:
-        run.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(run / "config.json", config)
-        announce(config)
+        name = runfolder.rel(checkpoint, run)
+        weights = integrity.check_run_file(run, f"{name}/model.safetensors")
+        runfolder.load_weights(raw, weights, where.device)
+        moments = integrity.check_run_file(run, f"{name}/optimizer.pt")
+        runfolder.load_optimizer(opt, moments, where.device)
+    return raw, opt
 
+
+def wrap(raw: torch.nn.Module, config: dict, where: Placement) -> torch.nn.Module:
+    """The model as trained: under DDP across ranks, compiled if the run says so."""
     model = raw
     if where.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             raw, device_ids=[where.device.index] if where.device.type == "cuda" else None
         )
-    if config["compile"]:
-        model = torch.compile(model)
+    return torch.compile(model) if config["compile"] else model
+
+
+def not_finite(run: Path, what: str, step: int) -> InputError:
+    kept = latest_checkpoint(run)
+    return InputError(
+        f"{run}: the training {what} at step {step}; stopped"
+        + (f", the last good checkpoint ({kept.name}) is kept" if kept else "")
+    )
+
+
+def loop(run, config, stream, checkpoint, state, where, stop_after, progress) -> dict:
+    """Train from `state` to the end (or a stop); checkpoints and metrics on the way."""
+    raw, opt = build(config, where, checkpoint, run)
+    model = wrap(raw, config, where)
     cuda = where.device.type == "cuda"
     bf16 = config["precision"] in ("bf16", "bf16 autocast")  # the second: runs before 0.2
     if cuda:
@@ -389,28 +456,19 @@ def train(
         where.rank * config["batch"] // where.world,
         (where.rank + 1) * config["batch"] // where.world,
     )
-
+    log_every, checkpoint_every = config["log_every"], config["checkpoint_every"]
     steps, start_step = config["steps"], state["step"]
     seconds_before = state.get("seconds", 0.0)  # training time of earlier invocations
     # the loss since the last metrics line, carried through checkpoints (rank 0 holds it)
     pending = state.get("pending", [0.0, 0]) if where.writer else [0.0, 0]
     loss_sum = torch.tensor(pending[0], dtype=torch.float32, device=where.device)
-    counted = pending[1]
-
-    def seen() -> int:  # tokens processed, useful and junk
-        return state["tokens"] + state.get("junk_tokens", 0)
-
-    started, tokens_at_log, time_at_log = time.perf_counter(), seen(), time.perf_counter()
-    bar = tqdm(
-        total=steps,
-        initial=start_step,
-        desc="train",
-        unit="step",
-        disable=not (progress and where.writer),
-    )
+    meter = Meter(counted=pending[1], seen=seen(state))
+    metrics = runfolder.MetricsLog(run, state) if where.writer else None
+    started = time.perf_counter()
+    show = progress and where.writer
+    bar = tqdm(total=steps, initial=start_step, desc="train", unit="step", disable=not show)
     with Stopper() as stopper:
-        batches = stream.batches(start_step, start=Position(**state["position"]))
-        for batch in batches:
+        for batch in stream.batches(start_step, start=Position(**state["position"])):
             step = batch.step
             targets = targets_of(batch.tokens, batch.lengths)
             total = int((targets != IGNORE).sum())
@@ -425,8 +483,9 @@ def train(
             loss = optimizer_step(
                 model, opt, x, y, lr, mine * where.world / max(total, 1), bf16=bf16
             )
-            loss_sum += loss * mine
-            counted += mine
+            if mine:  # a rank's rows of a last batch may hold no target: its loss is nan
+                loss_sum += loss * mine
+            meter.counted += mine
             junk = int(batch.lengths[batch.junk].sum()) if batch.junk is not None else 0
             state.update(
                 step=step + 1,
@@ -437,29 +496,10 @@ def train(
             )
             last = step + 1 == steps
             if (step + 1) % log_every == 0 or last:
-                mean = loss_sum.clone()
-                if where.world > 1:
-                    dist.all_reduce(mean)
-                    counts = torch.tensor([counted], device=where.device, dtype=torch.float64)
-                    dist.all_reduce(counts)
-                    counted = int(counts.item())
-                now = time.perf_counter()
-                state["loss"] = float(mean.item()) / max(counted, 1)
-                rate = (seen() - tokens_at_log) / (now - time_at_log)
-                metrics.append(
-                    {
-                        "step": step + 1,
-                        "tokens": state["tokens"],
-                        "junk_tokens": state["junk_tokens"],
-                        "loss": state["loss"],
-                        "lr": opt.param_groups[0]["lr"],
-                        "tokens_per_s": rate,
-                        "elapsed_s": now - started,
-                    }
-                )
-                bar.set_postfix(loss=f"{state['loss']:.4f}", tok_s=f"{rate:,.0f}")
-                loss_sum.zero_()
-                counted, tokens_at_log, time_at_log = 0, seen(), now
+                line = meter.line(run, loss_sum, state, opt, where, started)
+                if metrics is not None:
+                    metrics.append(line)
+                bar.set_postfix(loss=f"{state['loss']:.4f}", tok_s=f"{line['tokens_per_s']:,.0f}")
             bar.update(1)
             stop = stop_after is not None and step + 1 - start_step >= stop_after
             if where.world == 1:
@@ -470,34 +510,73 @@ def train(
                 stop = stop or bool(flag.item())
             if last or stop or (step + 1) % checkpoint_every == 0:
                 state["finished"] = last
-                state["pending"] = pending_loss(loss_sum, counted, where)
+                state["pending"] = pending_loss(loss_sum, meter.counted, where)
+                if not math.isfinite(state["pending"][0]) or not finite_weights(raw):
+                    raise not_finite(run, "loss or weights became non-finite", step + 1)
                 if where.writer:
-                    save_checkpoint(run, raw, opt, state, metrics)
+                    metrics.mark(state)
+                    runfolder.save_checkpoint(run, raw, opt, state)
             if stop and not last:
                 break
     bar.close()
-    if state["finished"] and where.writer:
-        final = latest_checkpoint(run) / "model.safetensors"
-        shutil.copyfile(final, run / ".model.safetensors.partial")
-        os.replace(run / ".model.safetensors.partial", run / "model.safetensors")
-    if where.world > 1:
-        dist.barrier()
+    if metrics is not None:
+        metrics.close()
     state["signal"] = stopper.signal
     return state
 
 
+def seen(state: dict) -> int:
+    """Tokens processed, useful and junk."""
+    return state["tokens"] + state.get("junk_tokens", 0)
+
+
+def finite_weights(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+@dataclass
+class Meter:
+    """The loss and speed between metrics lines."""
+
+    counted: int
+    seen: int
+    at: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def line(self, run, loss_sum, state: dict, opt, where: Placement, started: float) -> dict:
+        """The metrics line of this step (the mean loss since the last one, over all
+        ranks); a loss that is not finite stops the run."""
+        mean = loss_sum.clone()
+        if where.world > 1:
+            dist.all_reduce(mean)
+            counts = torch.tensor([self.counted], device=where.device, dtype=torch.float64)
+            dist.all_reduce(counts)
+            self.counted = int(counts.item())
+        now = time.perf_counter()
+        loss = float(mean.item()) / max(self.counted, 1)
+        if not math.isfinite(loss):
+            raise not_finite(run, f"loss became {loss}", state["step"])
+        state["loss"] = loss
+        line = {
+            "step": state["step"],
+            "tokens": state["tokens"],
+            "junk_tokens": state["junk_tokens"],
+            "loss": loss,
+            "lr": opt.param_groups[0]["lr"],
+            "tokens_per_s": (seen(state) - self.seen) / (now - self.at),
+            "elapsed_s": now - started,
+        }
+        loss_sum.zero_()
+        self.counted, self.seen, self.at = 0, seen(state), now
+        return line
+
+
 def load_run(run, device="cpu") -> tuple[dict, Transformer, dict]:
     """A run's config, its model with the final (else the latest) weights, and the state
-    those weights are from."""
+    those weights are from; every file checked against the run's integrity.json."""
     run = Path(run)
-    if not (run / "config.json").is_file():
-        raise InputError(f"{run}: not a bioknow run (no config.json)")
-    config = json.loads((run / "config.json").read_text())
+    config = runfolder.read_config(run)
     model = Transformer(ModelConfig(**config["model"]))
-    checkpoint = latest_checkpoint(run)
-    if checkpoint is None:
-        raise InputError(f"{run}: no weights yet (no checkpoint)")
-    final = run / "model.safetensors"
-    load_model(model, str(final if final.is_file() else checkpoint / "model.safetensors"))
-    state = json.loads((checkpoint / "state.json").read_text())
+    weights = runfolder.weights_file(run)
+    runfolder.load_weights(model, weights)
+    state = runfolder.read_state(run)
     return config, model.to(device).eval(), state

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bioknow import dataset, export, train
+from bioknow import dataset, export, integrity, train
 from bioknow.errors import InputError
 from bioknow.model import ModelConfig, Transformer
 from bioknow.render.bios import render_people
@@ -157,13 +157,16 @@ def test_export_run_refuses_nomlp_and_writes_nothing(root):
 
 
 def test_missing_or_unfinished_run(root, runs, tmp_path):
-    with pytest.raises(InputError, match="not a finished bioknow run"):
+    with pytest.raises(InputError, match="not a bioknow run"):
         export.export_run(tmp_path / "nothing", tmp_path / "out")
-    unfinished = tmp_path / "unfinished"
-    shutil.copytree(root / "gpt2-1-2", unfinished)
-    (unfinished / "model.safetensors").unlink()
-    with pytest.raises(InputError, match="not a finished bioknow run"):
-        export.export_run(unfinished, tmp_path / "out")
+    damaged = tmp_path / "damaged"
+    shutil.copytree(root / "gpt2-1-2", damaged)
+    (damaged / "model.safetensors").unlink()
+    with pytest.raises(InputError, match="model.safetensors: missing"):
+        export.export_run(damaged, tmp_path / "out")
+    integrity.update_record(damaged, remove=["model.safetensors"])  # as if never finished
+    with pytest.raises(InputError, match="not a finished run.*train --resume"):
+        export.export_run(damaged, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -82,8 +82,8 @@ def test_info_verify_catches_corruption(built, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(built / "a", copy)
     (copy / "fields" / "majors.txt").write_text("tampered\n")
-    assert cli.main(["info", str(copy), "--verify"]) == 1
-    assert "fields/majors.txt" in capsys.readouterr().out
+    assert cli.main(["info", str(copy), "--verify"]) == 2
+    assert "fields/majors.txt" in capsys.readouterr().err
 
 
 def run_cli(*args, cwd=None):
@@ -95,14 +95,14 @@ def run_cli(*args, cwd=None):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--n", "0"], "N must be positive"),
-        (["--n", "-3"], "N must be positive"),
+        (["--n", "0"], "--n must be a whole number in [1, 160,000,000], got '0'"),
+        (["--n", "-3"], "got '-3'"),
         (["--n", "1.6e8+1"], "not a number"),
-        (["--n", "160000001"], "exceeds N0"),
+        (["--n", "160000001"], "got '160000001'"),
         (["--n", "abc"], "not a number"),
         (["--n", "2.5"], "not a whole number"),
         (["--n", "10", "--fields", "nowhere"], "fields folder not found"),
-        (["--n", "10", "--seed", "-1"], "seed"),
+        (["--n", "10", "--seed", "-1"], "--seed"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, args, message):

@@ -1,0 +1,230 @@
+"""The run folder: checkpoints, the final weights, metrics, and their checks.
+
+    RUN/config.json                       model, recipe and data, resolved
+    RUN/integrity.json                    size and SHA-256 of every file below but metrics
+    RUN/lock                              the pid of the process writing the run
+    RUN/checkpoints/step-NNNNNNNN/        model.safetensors, optimizer.pt, state.json
+    RUN/checkpoints/latest                the name of the newest complete checkpoint
+    RUN/model.safetensors                 the final weights
+    RUN/metrics.jsonl                     step, tokens, loss, lr, tokens/s; appended
+
+Every file but metrics.jsonl is recorded in integrity.json when written and checked
+against it when read; a checkpoint's state records the size and SHA-256 of metrics.jsonl
+so far. A checkpoint is written under a temporary name, renamed, recorded,
+then `latest` moves to it: a run killed at any point resumes from a complete, recorded
+checkpoint. Finishing (copying the last checkpoint's weights to RUN/model.safetensors)
+is idempotent, and `--resume` of a finished run completes it.
+"""
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+
+from bioknow import atomic, integrity
+from bioknow.errors import InputError
+
+FILES = ("model.safetensors", "optimizer.pt", "state.json")
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+STEP = re.compile(r"step-\d{8}")
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    """The newest complete checkpoint (None before the first); a `latest` that points
+    nowhere is an InputError naming it."""
+    pointer = Path(run) / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    name = integrity.read_bytes(pointer).decode("utf-8", errors="replace").strip()
+    folder = Path(run) / "checkpoints" / name
+    if not STEP.fullmatch(name) or not folder.is_dir():
+        raise InputError(f"{pointer}: points to {name!r}, which is not a checkpoint")
+    return folder
+
+
+def rel(path: Path, run: Path) -> str:
+    return Path(path).relative_to(run).as_posix()
+
+
+def fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def save_checkpoint(run: Path, model, opt, state: dict) -> None:
+    """Write a complete checkpoint under a temporary name, rename it, record its digests,
+    point `latest` at it, then drop older ones."""
+    folder = run / "checkpoints"
+    name = f"step-{state['step']:08d}"
+    tmp = atomic.temp_path(folder / name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save(opt.state_dict(), tmp / "optimizer.pt")
+    atomic.write_json(tmp / "state.json", state)
+    for f in FILES[:2]:
+        fsync(tmp / f)
+    digests = {f"checkpoints/{name}/{f}": integrity.digest(tmp / f) for f in FILES}
+    shutil.rmtree(folder / name, ignore_errors=True)
+    os.replace(tmp, folder / name)
+    integrity.update_record(run, add=digests)
+    atomic.write_bytes(folder / "latest", name.encode())
+    old = [p for p in folder.glob("step-*") if p.name != name]
+    integrity.update_record(run, remove=[f"checkpoints/{p.name}/{f}" for p in old for f in FILES])
+    for p in old:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def finish(run: Path) -> None:
+    """Copy the last checkpoint's weights to RUN/model.safetensors and record them.
+    Idempotent: a run killed before or after any of these steps is finished by rerunning
+    it."""
+    source = integrity.check_run_file(run, rel(latest_checkpoint(run), run) + "/model.safetensors")
+    tmp = atomic.temp_path(run / "model.safetensors")
+    shutil.copyfile(source, tmp)
+    fsync(tmp)
+    os.replace(tmp, run / "model.safetensors")
+    integrity.update_record(run, {"model.safetensors": integrity.digest(run / "model.safetensors")})
+
+
+def ensure_finished(run: Path) -> None:
+    """For a finished run: check its final weights, or write them if an interruption
+    left them missing or unrecorded."""
+    if "model.safetensors" in integrity.load_record(run):
+        integrity.check_run_file(run, "model.safetensors")
+    else:
+        finish(run)
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def load_weights(model: torch.nn.Module, path: Path, device="cpu") -> None:
+    """Load safetensors weights into the model, or an InputError naming the file."""
+    try:
+        load_model(model, str(path), device=str(device))
+    except (SafetensorError, RuntimeError, OSError, ValueError, KeyError) as e:
+        raise InputError(f"{path}: not loadable weights for this model ({first_line(e)})") from None
+
+
+def load_optimizer(opt: torch.optim.Optimizer, path: Path, device) -> None:
+    """Load an optimizer state with the weights-only unpickler; anything else (a damaged
+    file, a pickle that would run code) is an InputError naming the file."""
+    try:
+        opt.load_state_dict(torch.load(path, weights_only=True, map_location=device))
+    except pickle.UnpicklingError:
+        raise InputError(f"{path}: refused, it holds more than tensors and numbers") from None
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise InputError(f"{path}: not a readable optimizer state ({first_line(e)})") from None
+
+
+def metrics_prefix(run: Path, state: dict) -> bytes:
+    """The bytes of metrics.jsonl up to the state's checkpoint, checked against the size
+    and SHA-256 the checkpoint recorded."""
+    path = Path(run) / "metrics.jsonl"
+    size = state.get("metrics_bytes", 0)
+    data = integrity.read_bytes(path)[:size] if path.is_file() else b""
+    if len(data) < size:
+        raise InputError(
+            f"{path}: shorter ({len(data)} bytes) than at the last checkpoint ({size}); "
+            "lines were lost"
+        )
+    if state.get("metrics_sha256", EMPTY_SHA256) != hashlib.sha256(data).hexdigest():
+        raise InputError(f"{path}: differs from its checksum at the last checkpoint")
+    return data
+
+
+class MetricsLog:
+    """RUN/metrics.jsonl, appended a line at a time (flushed and fsync'd), with a running
+    SHA-256; on resume it is checked and cut back to its size at the checkpoint."""
+
+    def __init__(self, run: Path, state: dict):
+        self.path = run / "metrics.jsonl"
+        prefix = metrics_prefix(run, state)
+        self.digest = hashlib.sha256(prefix)
+        self.file = open(self.path, "r+b" if self.path.is_file() else "w+b")
+        self.file.truncate(len(prefix))
+        self.file.seek(len(prefix))
+
+    def append(self, line: dict) -> None:
+        data = (json.dumps(line) + "\n").encode()
+        self.file.write(data)
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.digest.update(data)
+
+    def mark(self, state: dict) -> None:
+        """Record in a checkpoint's state how far the metrics go, and their digest."""
+        state.update(metrics_bytes=self.file.tell(), metrics_sha256=self.digest.hexdigest())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_metrics(run: Path) -> list[dict]:
+    """The lines of metrics.jsonl; a torn last line (a write cut short) is skipped, any
+    other unreadable line is an InputError naming the file."""
+    path = Path(run) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    lines = integrity.read_bytes(path).split(b"\n")
+    out = []
+    for number, line in enumerate(lines, 1):
+        try:
+            if line:
+                out.append(json.loads(line))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            if number < len(lines):  # the last piece has no newline: a torn line
+                raise InputError(f"{path} line {number}: not valid JSON") from None
+    return out
+
+
+def read_config(run: Path) -> dict:
+    run = Path(run)
+    if not (run / "config.json").is_file():
+        raise InputError(f"{run}: not a bioknow run (no config.json)")
+    return integrity.read_run_json(run, "config.json")
+
+
+def read_state(run: Path, checkpoint: Path | None = None) -> dict:
+    """The state of the latest checkpoint (step 0 before the first), checked."""
+    checkpoint = checkpoint or latest_checkpoint(run)
+    if checkpoint is None:
+        return {"step": 0, "finished": False, "loss": None}
+    return integrity.read_run_json(run, rel(checkpoint, run) + "/state.json")
+
+
+def weights_file(run: Path) -> Path:
+    """The final weights if recorded, else the latest checkpoint's, checked."""
+    if "model.safetensors" in integrity.load_record(run):
+        return integrity.check_run_file(run, "model.safetensors")
+    checkpoint = latest_checkpoint(run)
+    if checkpoint is None:
+        raise InputError(f"{run}: no weights yet (no checkpoint)")
+    return integrity.check_run_file(run, rel(checkpoint, run) + "/model.safetensors")
+
+
+def verify(run: Path) -> dict:
+    """Check every file of a run: the record, each recorded file, `latest` and the
+    metrics; a summary, or an InputError naming the first bad file."""
+    run = Path(run)
+    files = integrity.load_record(run)
+    integrity.covered(run, "config.json")
+    for name in sorted(files):
+        integrity.check_run_file(run, name)
+    checkpoint = latest_checkpoint(run)
+    if checkpoint is not None:
+        for f in FILES:
+            integrity.covered(run, f"{rel(checkpoint, run)}/{f}")
+        metrics_prefix(run, read_state(run, checkpoint))
+    return {"files": len(files), "metrics_lines": len(read_metrics(run))}
