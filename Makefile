@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEMO ?= out/demo
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench capacity clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,14 @@ run: install
 	$(BIN)/bioknow train --data $(DEMO)/data --model gpt2-2-2 --exposures 60 \
 		--batch 2 --lr 3e-3 --wd 0 --device cpu --out $(DEMO)/run --overwrite
 	$(BIN)/bioknow eval $(DEMO)/run --device cpu
+
+# The knowledge-capacity law on a CPU: bioD across the 2 bits per parameter boundary
+# (scripts/capacity-cpu.yaml; about an hour on 2 cores), then its figure and fits.
+CAPACITY ?= out/capacity-cpu
+capacity: install
+	$(BIN)/bioknow sweep scripts/capacity-cpu.yaml --out $(CAPACITY) --cpu-slots 2
+	$(BIN)/bioknow plot $(CAPACITY) --out $(CAPACITY)/capacity.png
+	$(BIN)/bioknow fit $(CAPACITY)
 
 test: install
 	$(BIN)/python -m pytest

@@ -58,7 +58,7 @@ def cmd_generate(args) -> int:
         vocab_size=args.vocab_size,
         sample=args.sample,
         overwrite=args.overwrite,
-        progress=sys.stderr.isatty(),
+        progress=True,
     )
     print(json.dumps(manifest) if args.json else summary(manifest, f"written to {args.out}"))
     return 0
@@ -143,7 +143,7 @@ def cmd_corpus(args) -> int:
         fmt=args.format,
         seed=args.seed,
         overwrite=args.overwrite,
-        progress=sys.stderr.isatty(),
+        progress=True,
     )
     if args.json:
         print(json.dumps(header))
@@ -180,7 +180,7 @@ def cmd_train(args) -> int:
         log_every=args.log_every,
         checkpoint_every=args.checkpoint_every,
         stop_after=args.stop_after,
-        progress=sys.stderr.isatty(),
+        progress=True,
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
@@ -247,7 +247,7 @@ def cmd_eval(args) -> int:
         seed=args.seed,
         batch=args.batch,
         device=args.device,
-        progress=sys.stderr.isatty(),
+        progress=True,
     )
     if args.hf_model:
         if not args.data or args.run:
@@ -283,7 +283,7 @@ def cmd_sweep(args) -> int:
         device=args.device,
         per_gpu=args.per_gpu,
         cpu_slots=args.cpu_slots,
-        progress=sys.stderr.isatty(),
+        progress=True,
     )
     if args.json:
         print(json.dumps(rows))
@@ -343,7 +343,7 @@ def build_parser() -> Parser:
     gen.add_argument(
         "--fields",
         metavar="DIR",
-        help="fields and templates folder (default: the repository's templates/)",
+        help="fields and templates folder (default: bioknow/templates, shipped in the package)",
     )
     gen.add_argument(
         "--tokenizer",

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from bioknow import atomic, integrity, validate
 from bioknow.dataset import Dataset
 from bioknow.errors import InputError
+from bioknow.progress import Progress
 from bioknow.render.tokens import LABELS
 from bioknow.stream import WINDOW, TrainStream
 
@@ -96,13 +96,12 @@ def write_corpus(
     while first < stream.steps and all((out / f).is_file() for f in shard_names(fmt, first)):
         first += 1
     tokens_per_shard = shard_windows * window
-    with tqdm(
-        total=stream.total_tokens,
+    with Progress(
+        stream.total_tokens,
+        "corpus",
+        "token",
         initial=min(first * tokens_per_shard, stream.total_tokens),
-        desc="corpus",
-        unit="tok",
-        unit_scale=True,
-        disable=not progress,
+        enabled=progress,
     ) as bar:
         for batch in stream.batches(first):
             tokens = batch.tokens.ravel()[: batch.valid]

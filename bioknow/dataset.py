@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
-from tqdm import tqdm
 
 import bioknow
 from bioknow import atomic, capacity, integrity, validate
@@ -34,6 +33,7 @@ from bioknow import tokenizer as tokenizers
 from bioknow.errors import InputError
 from bioknow.fields import KNOWLEDGE, Fields
 from bioknow.population import Population, check_size
+from bioknow.progress import Progress
 from bioknow.render import Rendering, bior, render_people
 from bioknow.render import biod as biod_module
 from bioknow.render import stored as stored_module
@@ -102,13 +102,11 @@ def renderings_table(renderings: list[Rendering]) -> pa.Table:
 def write_population(population: Population, path: Path, progress: bool) -> None:
     n = len(population)
     with pq.ParquetWriter(path, population_table(population, 0, 0).schema, compression="zstd") as w:
-        for start in tqdm(
-            range(0, n, SHARD_ROWS * 10),
-            desc="population.parquet",
-            unit="chunk",
-            disable=not progress,
-        ):
-            w.write_table(population_table(population, start, min(n, start + SHARD_ROWS * 10)))
+        starts = range(0, n, SHARD_ROWS * 10)
+        with Progress(len(starts), "population.parquet", "chunk", enabled=progress) as bar:
+            for start in starts:
+                w.write_table(population_table(population, start, min(n, start + SHARD_ROWS * 10)))
+                bar.update(1)
 
 
 def bior_renderings(
@@ -153,7 +151,7 @@ def write_renderings(
     count = math.ceil(len(people) / SHARD_ROWS)
     paths = [f"renderings/train-{i:05d}-of-{count:05d}.parquet" for i in range(count)]
     (folder / "renderings").mkdir(exist_ok=True)
-    with tqdm(total=len(people), desc="renderings", unit="bio", disable=not progress) as bar:
+    with Progress(len(people), "renderings", "biography", enabled=progress) as bar:
         for i, rel in enumerate(paths):
             chunk = people[i * SHARD_ROWS : (i + 1) * SHARD_ROWS]
             renderings = render(chunk)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from bioknow import capacity, integrity, validate
 from bioknow.errors import InputError
 from bioknow.fields import KNOWLEDGE
+from bioknow.progress import Progress
 from bioknow.render.tokens import LABEL, FragmentTable
 from bioknow.stream import EVAL_EXPOSURE, eval_batches, sample_people
 
@@ -46,7 +46,7 @@ def score(
     correct = np.zeros((n, len(SCORED)), dtype=bool)
     label_ids = torch.tensor([LABEL[a] for a in SCORED], device=device)
     done = 0
-    with tqdm(total=n, desc="eval", unit="person", disable=not progress) as bar:
+    with Progress(n, "eval", "person", enabled=progress) as bar:
         for rows in eval_batches(table, people, batch, exposure):
             x = torch.from_numpy(rows.tokens).to(device).long()
             labels = torch.from_numpy(rows.labels[:, 1:]).to(device).long()  # of token t + 1

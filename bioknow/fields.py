@@ -1,8 +1,8 @@
 """Field lists and sentence templates: the vocabulary every biography is made of.
 
-A fields folder (the default is `templates/` at the repository root) holds plain UTF-8
-text, one item per line: the name pools, the attribute values and six files of sentence
-templates (SPEC sections 2.1-2.3). Loading checks everything, and a problem is an
+A fields folder (the default is `bioknow/templates/`, inside the package) holds plain
+UTF-8 text, one item per line: the name pools, the attribute values and six files of
+sentence templates (SPEC sections 2.1-2.3). Loading checks everything, and a problem is an
 `InputError` that names the file and the line.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bioknow.errors import InputError
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "templates"
+DEFAULT_DIR = Path(__file__).resolve().parent / "templates"
 
 # file stem -> exact number of entries (SPEC sections 2.1, 2.2)
 LISTS = {
@@ -215,7 +215,7 @@ def parse_template(path: Path, number: int, text: str) -> Template:
 
 
 def load(folder: Path | str | None = None) -> Fields:
-    """Load and check a fields folder (default: the repository's `templates/`)."""
+    """Load and check a fields folder (default: the package's `templates/`)."""
     root = Path(folder) if folder is not None else DEFAULT_DIR
     if not root.is_dir():
         raise InputError(f"{root}: fields folder not found")

@@ -10,11 +10,11 @@ by (seed, attribute, person). Any person is therefore computable on its own
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
 from bioknow import keyed
 from bioknow.errors import InputError
 from bioknow.fields import KNOWLEDGE, OBJECT, POSSESSIVE, SUBJECT, Fields
+from bioknow.progress import Progress
 
 CHUNK = 1 << 20
 # Stream ids of the keyed draws; stable forever, since datasets depend on them.
@@ -73,10 +73,12 @@ class Population:
         check_size(fields, n)
         codes = {k: np.empty(n, dtype=d) for k, d in CODE_DTYPES.items()}
         starts = range(0, n, CHUNK)
-        for start in tqdm(starts, desc="population", unit="chunk", disable=not progress):
-            stop = min(start + CHUNK, n)
-            for k, v in person_codes(fields, seed, np.arange(start, stop)).items():
-                codes[k][start:stop] = v
+        with Progress(len(starts), "population", "chunk", enabled=progress) as bar:
+            for start in starts:
+                stop = min(start + CHUNK, n)
+                for k, v in person_codes(fields, seed, np.arange(start, stop)).items():
+                    codes[k][start:stop] = v
+                bar.update(1)
         return cls(fields=fields, seed=seed, codes=codes)
 
     @classmethod

@@ -41,7 +41,8 @@ class Recipe:
     wd: float
     batch: int
     warmup: int | None = None  # None: derived from the step count by `resolve`
-    source: str = ""  # which table row, or "given"
+    source: str = ""  # which table row
+    shrunk: str = ""  # how the batch was shrunk below it, if it was
 
 
 def default(n: int, exposures: int) -> Recipe:
@@ -56,22 +57,30 @@ def default(n: int, exposures: int) -> Recipe:
     rn, re = min(rows, key=distance)
     wd, lr, row_batch = TABLE[rn][re]
     batch = max(1, min(row_batch, round(row_batch * n * exposures / (rn * re))))
-    source = f"the paper's table row N={rn:g}, {re} exposures"
+    shrunk = ""
     if batch < row_batch:
-        source += (
+        shrunk = (
             f", its batch {row_batch} shrunk to {batch} in proportion to N x exposures "
             f"({n * exposures:.3g} of its {rn * re:.3g}) to keep its steps (Remark A.2)"
         )
-    return Recipe(lr=lr, wd=wd, batch=batch, source=source)
+    source = f"the paper's table row N={rn:g}, {re} exposures"
+    return Recipe(lr=lr, wd=wd, batch=batch, source=source, shrunk=shrunk)
 
 
-def short_run_warning(steps: int) -> str | None:
+def describe(rec: Recipe, given: list[str]) -> str:
+    """Where the recipe comes from, for config.json and the screen."""
+    out = rec.source + ("" if "batch" in given else rec.shrunk)
+    return out + (f"; {', '.join(given)} as given" if given else "")
+
+
+def short_run_warning(steps: int, batch: int) -> str | None:
     """A warning for a run too short to learn much, or None."""
     if steps >= SHORT_RUN:
         return None
     return (
         f"only {steps} steps: the paper trains for at least 50,000, and a run of fewer than "
-        f"{SHORT_RUN} may store little; use more exposures or a smaller --batch"
+        f"{SHORT_RUN} may store little; use more exposures"
+        + (" or a smaller --batch" if batch > 1 else "")
     )
 
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from tqdm import tqdm
 
 from bioknow import keyed
+from bioknow.progress import Progress
 from bioknow.render.tokens import FragmentTable, Units
 
 WINDOW = 512
@@ -131,14 +131,11 @@ class TrainStream:
             return np.full(self.exposures, one, dtype=np.int64)
         totals = np.empty(self.exposures, dtype=np.int64)
         people = np.arange(self.n)
-        bar = tqdm(
-            range(self.exposures),
-            desc="counting tokens",
-            unit="round",
-            disable=self.exposures * self.n < 5e7,
-        )
-        for r in bar:
-            totals[r] = self.table.lengths(people, self.key(r)).sum()
+        big = self.exposures * self.n >= 5e7
+        with Progress(self.exposures, "counting tokens", "round", enabled=big) as bar:
+            for r in range(self.exposures):
+                totals[r] = self.table.lengths(people, self.key(r)).sum()
+                bar.update(1)
         return totals
 
     @property

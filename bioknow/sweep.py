@@ -32,12 +32,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import yaml
-from tqdm import tqdm
 
 from bioknow import atomic, dataset, integrity, process, runfolder, validate
 from bioknow.errors import InputError
 from bioknow.evaluate import eval_file
 from bioknow.model import ModelConfig
+from bioknow.progress import Progress
 
 DATASET_KEYS = {"variant", "n", "seed", "k", "c", "d", "l", "t", "renderings", "vocab_size"}
 RECIPE_KEYS = {"lr", "wd", "batch", "warmup"}
@@ -372,6 +372,21 @@ def run_columns(run: Path, quantize: str) -> dict:
     return out
 
 
+def trained_share(run: Path) -> float:
+    """How much of a point's training is done: 1 once it has its final weights, else the
+    step of its last metrics line over its steps (0 before any)."""
+    if (run / "model.safetensors").is_file():
+        return 1.0
+    try:
+        steps = json.loads((run / "config.json").read_text())["steps"]
+        with open(run / "metrics.jsonl", "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = f.read().decode(errors="replace").splitlines()
+        return min(1.0, json.loads(lines[-1])["step"] / steps)
+    except (OSError, ValueError, KeyError, IndexError, TypeError, ZeroDivisionError):
+        return 0.0  # not started, or its last line torn: counted as nothing yet
+
+
 def mean_accuracy(attributes: dict) -> float:
     """The share of knowledge values decoded exactly, averaged over the attributes that
     carry bits (bioS: not the work city; bioD: its values)."""
@@ -440,13 +455,19 @@ def run_sweep(
     pending = [p for p in grid if not point_done(sweep / "runs" / p.id, quantize)]
     pending.sort(key=cost, reverse=True)
     lock = threading.Lock()
-    bar = tqdm(
-        total=len(grid),
-        initial=len(grid) - len(pending),
-        desc="sweep",
-        unit="run",
-        disable=not progress,
+    running: set[str] = set()
+
+    def share() -> float:  # of the grid's training FLOPs, done
+        done = sum(cost(p) * trained_share(sweep / "runs" / p.id) for p in grid)
+        return done / sum(cost(p) for p in grid)
+
+    bar = Progress(
+        len(grid), "sweep", "point", len(grid) - len(pending), enabled=progress, share=share
     )
+
+    def show() -> None:
+        failed = sum(e is not None for e in errors.values())
+        bar.set_postfix(running=len(running), failed=failed)
 
     def worker(env: dict) -> None:
         while True:
@@ -454,18 +475,23 @@ def run_sweep(
                 if not pending:
                     return
                 point = pending.pop(0)
+                running.add(point.id)
+                show()
             error = run_point(point, sweep, config, env)
             with lock:
+                running.discard(point.id)
                 errors[point.id] = error
+                show()
                 bar.update(1)
-                bar.set_postfix(failed=sum(e is not None for e in errors.values()))
 
     threads = [threading.Thread(target=worker, args=(env,), daemon=True) for env in workers]
     started = time.perf_counter()
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    while any(t.is_alive() for t in threads):
+        time.sleep(1.0)
+        with lock:
+            bar.tick()
     bar.close()
     rows = [row(p, sweep, q, errors.get(p.id)) for p in grid for q in quantize]
     write_table(sweep, rows)

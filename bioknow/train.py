@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from bioknow import atomic, integrity, recipe, runfolder, validate
 from bioknow import tokenizer as tokenizers
@@ -34,6 +33,7 @@ from bioknow.dataset import Dataset, open_dataset, versions
 from bioknow.errors import InputError
 from bioknow.model import ModelConfig, Transformer
 from bioknow.process import RunLock
+from bioknow.progress import Progress
 from bioknow.render.tokens import FragmentTable
 from bioknow.runfolder import latest_checkpoint  # noqa: F401 (part of this module's API)
 from bioknow.stream import WINDOW, JunkSource, MixedStream, Position, TrainStream
@@ -175,7 +175,7 @@ def resolve_config(
     cfg = ModelConfig.from_name(model_name, padded_vocab_size(stream.table.tokenizer))
     params = check_memory(cfg, used, rec.batch // world, device)
     warm, note = recipe.warmup_steps(stream.steps, options.get("warmup"))
-    warning = recipe.short_run_warning(stream.steps)
+    warning = recipe.short_run_warning(stream.steps, rec.batch)
     config = {
         **config,
         "model": dataclasses.asdict(cfg),
@@ -188,7 +188,7 @@ def resolve_config(
         "wd": rec.wd,
         "warmup": warm,
         "warmup_note": note,
-        "recipe": rec.source + (f"; {', '.join(overrides)} as given" if overrides else ""),
+        "recipe": recipe.describe(rec, list(overrides)),
         "warnings": [warning] if warning else [],
         "betas": list(recipe.BETAS),
         "eps": recipe.EPS,
@@ -466,7 +466,7 @@ def loop(run, config, stream, checkpoint, state, where, stop_after, progress) ->
     metrics = runfolder.MetricsLog(run, state) if where.writer else None
     started = time.perf_counter()
     show = progress and where.writer
-    bar = tqdm(total=steps, initial=start_step, desc="train", unit="step", disable=not show)
+    bar = Progress(steps, "train", "step", initial=start_step, enabled=show)
     with Stopper() as stopper:
         for batch in stream.batches(start_step, start=Position(**state["position"])):
             step = batch.step
@@ -499,7 +499,8 @@ def loop(run, config, stream, checkpoint, state, where, stop_after, progress) ->
                 line = meter.line(run, loss_sum, state, opt, where, started)
                 if metrics is not None:
                     metrics.append(line)
-                bar.set_postfix(loss=f"{state['loss']:.4f}", tok_s=f"{line['tokens_per_s']:,.0f}")
+                rate = f"{line['tokens_per_s']:,.0f}"
+                bar.set_postfix(**{"loss": f"{state['loss']:.4f}", "tokens/s": rate})
             bar.update(1)
             stop = stop_after is not None and step + 1 - start_step >= stop_after
             if where.world == 1:

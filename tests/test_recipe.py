@@ -28,14 +28,17 @@ def test_a_shrunk_batch_keeps_the_rows_steps():
     row = 10_000 * 1000 / 24
     for n in (2_000, 3_000, 5_000, 7_000):
         r = recipe.default(n, 1000)
-        assert "shrunk" in r.source and "Remark A.2" in r.source
+        assert "shrunk" in recipe.describe(r, []) and "Remark A.2" in r.shrunk
+        assert "shrunk" not in recipe.describe(r, ["batch"])
         assert n * 1000 / r.batch == pytest.approx(row, rel=0.25)
-    assert "shrunk" not in recipe.default(10_000, 1000).source
+    assert not recipe.default(10_000, 1000).shrunk
 
 
 def test_short_runs_are_warned():
-    assert recipe.short_run_warning(5000) is None
-    assert "only 92 steps" in recipe.short_run_warning(92)
+    assert recipe.short_run_warning(5000, 8) is None
+    assert "only 92 steps" in recipe.short_run_warning(92, 8)
+    assert "--batch" in recipe.short_run_warning(92, 8)
+    assert "--batch" not in recipe.short_run_warning(92, 1)
 
 
 def test_warmup():

@@ -139,15 +139,21 @@ CAPACITY_COLUMNS = [
 ]  # fmt: skip
 
 
-def test_the_capacity_grid_runs_shortened(tmp_path):
+def test_the_capacity_grid_runs_shortened(tmp_path, monkeypatch, capsys):
     """scripts/capacity-cpu.yaml with 30 people and 3 and 1 exposures (people sampled, so
-    the interval columns appear), through sweep, plot and fit."""
+    the interval columns appear), through sweep, plot and fit; the sweep and its runs'
+    logs show progress lines."""
+    monkeypatch.setenv("BIOKNOW_PROGRESS_SECONDS", "0")
     grid = yaml.safe_load(CAPACITY.read_text())
     grid["datasets"][0]["n"] = 30
     grid.update(exposures=[3, 1], models=grid["models"][:2], eval={"people": 20})
     config = write(tmp_path, grid)
     out = tmp_path / "s"
     assert cli.main(["sweep", str(config), "--out", str(out), "--cpu-slots", "2"]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("sweep: ")]
+    assert lines and "running" in lines[0] and lines[-1].startswith("sweep: 4 of 4 points")
+    for log in (out / "logs").iterdir():
+        assert "train: " in log.read_text() and "eval: " in log.read_text()
     assert cli.main(["plot", str(out), "--out", str(tmp_path / "capacity.png")]) == 0
     assert cli.main(["fit", str(out)]) == 0
     import pyarrow.csv as pacsv

@@ -1,7 +1,7 @@
 """bioR-style biographies: free-form rewrites of a person's six facts, with exact spans.
 
 The paper's bioR data had LLaMA-2 rewrite every biography 40 times. Offline, a grammar
-plays the language model. Its building blocks are data files in `templates/bior/`, one
+plays the language model. Its building blocks are data files in `bioknow/templates/bior/`, one
 item per line:
 
     vp.txt, vp_present.txt  verb phrases after a subject, past and present tense:
@@ -334,7 +334,7 @@ class _Line:
 
 @cache
 def load_grammar(folder: Path | str | None = None) -> Grammar:
-    """Load and check a bioR grammar folder (default: `templates/bior/`); a problem is
+    """Load and check a bioR grammar folder (default: `bioknow/templates/bior/`); a problem is
     an `InputError` naming the file and the line."""
     root = Path(folder) if folder is not None else GRAMMAR_DIR
     if not root.is_dir():
