@@ -11,7 +11,8 @@ is interleaved: every round times `--steps` steps of each in turn (A B A B ...),
 machine whose speed drifts affects all alike; the ratio is taken per round. MFU =
 tokens/s x flops/token / peak (DESIGN section 7), the peak by device (none for CPUs).
 
-Variants: `float32`, `bf16` (autocast), each optionally `+compile` (torch.compile);
+Variants: `float32`, `bf16` (autocast), each optionally `+compile` (torch.compile) or
+`+cudagraphs` (torch.compile with CUDA graphs, mode "reduce-overhead");
 `--head` also times the last norm, the output layer and the loss alone (their share of a
 step). Prints a table, then one JSON object as the last line, also written to
 docs/benchmarks/train.json (or --out).
@@ -25,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from common import pin, report
 
+from bioknow.feed import IGNORE
 from bioknow.model import ModelConfig, Transformer
-from bioknow.train import IGNORE, optimizer, optimizer_step
+from bioknow.train import optimizer, optimizer_step
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, FLOP/s
 RECIPE = {"lr": 1e-3, "wd": 0.01, "betas": (0.9, 0.98), "eps": 1e-6}
@@ -44,16 +46,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bioknow_step(cfg: ModelConfig, device, bf16: bool, compile: bool):
+def compiled(model, compile: str | None):
+    """The model compiled in mode `compile` ("default", "reduce-overhead"), or as it is."""
+    return torch.compile(model, mode=compile) if compile else model
+
+
+def bioknow_step(cfg: ModelConfig, device, bf16: bool, compile: str | None):
     """A closure running one trainer step of a fresh bioknow model on (x, y)."""
     torch.manual_seed(0)
     model = Transformer(cfg).to(device)
     opt = optimizer(model, RECIPE, device)
-    run = torch.compile(model) if compile else model
+    run = compiled(model, compile)
     return lambda x, y, x_hf: optimizer_step(run, opt, x, y, 1e-3, bf16=bf16)
 
 
-def transformers_step(cfg: ModelConfig, device, bf16: bool, compile: bool):
+def transformers_step(cfg: ModelConfig, device, bf16: bool, compile: str | None):
     """A closure running one step of the transformers model of the same shape: its own
     forward with labels (it shifts them itself), AdamW with bioknow's groups."""
     from transformers import AutoModelForCausalLM
@@ -65,7 +72,7 @@ def transformers_step(cfg: ModelConfig, device, bf16: bool, compile: bool):
     hf_cfg._attn_implementation = "sdpa"
     model = AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.float32).to(device).train()
     opt = optimizer(model, RECIPE, device)
-    run = torch.compile(model) if compile else model
+    run = compiled(model, compile)
 
     def step(x, y, x_hf):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -99,8 +106,9 @@ def variant_setups(cfg, device, variants, baseline: bool, head: bool, batch: int
     """name -> step closure, for every bioknow variant and (with --baseline) the
     transformers loop in each precision."""
     setups = {}
+    modes = {"compile": "default", "cudagraphs": "reduce-overhead"}
     for v in variants:
-        bf16, compile = v.startswith("bf16"), v.endswith("+compile")
+        bf16, compile = v.startswith("bf16"), modes.get(v.partition("+")[2])
         setups[v] = bioknow_step(cfg, device, bf16, compile)
         if baseline:
             setups[f"transformers {v}"] = transformers_step(cfg, device, bf16, compile)

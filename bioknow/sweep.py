@@ -45,6 +45,7 @@ TOP_KEYS = {"datasets", "models", "exposures", "seeds", "recipe", "quantize", "e
 TRAIN_KEYS = {
     "device",
     "no_compile",
+    "cuda_graphs",
     "precision",
     "junk_fraction",
     "junk_n",
@@ -118,7 +119,7 @@ def _dataset(spec: dict) -> dict:
     rules = {**validate.GENERATE, "variant": validate.Choice(tuple(dataset.VARIANTS))}
     data = {k: _value(rules[k], v, f"datasets.{k}") for k, v in spec.items()}
     biod = {k: data[k] for k in dataset.BIOD_KEYS if k in data} or None
-    args = {k: data[k] for k in ("n", "seed", "renderings") if k in data}
+    args = {k: data[k] for k in ("n", "seed", "renderings", "vocab_size") if k in data}
     dataset.check_arguments(data["variant"], {**args, "sample": 0}, biod, None)
     return data
 
@@ -302,12 +303,13 @@ def run_point(point: Point, sweep: Path, config: dict, env: dict) -> str | None:
     return error
 
 
-def row(point: Point, sweep: Path, quantize: str, error: str | None) -> dict:
-    """One results row: the point, the resolved config, the eval report, speed."""
+def row(point: Point, sweep: Path, quantize: str, error: str | None, done: bool = True) -> dict:
+    """One results row: the point, the resolved config, the eval report, speed. `done`
+    False: a point not (yet) finished, its row "pending" with what it has so far."""
     run = sweep / "runs" / point.id
     out = {
         "point": point.id,
-        "status": "failed" if error else "done",
+        "status": "failed" if error else "done" if done else "pending",
         "error": error,
         "variant": point.data["variant"],
         "n": point.data["n"],
@@ -392,6 +394,17 @@ def mean_accuracy(attributes: dict) -> float:
     carry bits (bioS: not the work city; bioD: its values)."""
     scored = [a["accuracy"] for name, a in attributes.items() if name != "work_city"]
     return sum(scored) / len(scored)
+
+
+def table_rows(grid: list[Point], sweep: Path, quantize: list[str], errors: dict) -> list[dict]:
+    """Every point's rows, written to runs.parquet and runs.csv: finished, failed, or
+    pending (a sweep stopped early still leaves the table of what it did)."""
+    rows = []
+    for p in grid:
+        done = point_done(sweep / "runs" / p.id, quantize)
+        rows += [row(p, sweep, q, errors.get(p.id), done) for q in quantize]
+    write_table(sweep, rows)
+    return rows
 
 
 def write_table(sweep: Path, rows: list[dict]) -> None:
@@ -481,6 +494,7 @@ def run_sweep(
             with lock:
                 running.discard(point.id)
                 errors[point.id] = error
+                table_rows(grid, sweep, quantize, errors)  # the table so far
                 show()
                 bar.update(1)
 
@@ -493,8 +507,7 @@ def run_sweep(
         with lock:
             bar.tick()
     bar.close()
-    rows = [row(p, sweep, q, errors.get(p.id)) for p in grid for q in quantize]
-    write_table(sweep, rows)
+    rows = table_rows(grid, sweep, quantize, errors)
     atomic.write_json(
         sweep / "sweep.json",
         {

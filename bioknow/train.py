@@ -23,7 +23,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -31,6 +30,7 @@ from bioknow import atomic, integrity, recipe, runfolder, validate
 from bioknow import tokenizer as tokenizers
 from bioknow.dataset import Dataset, open_dataset, versions
 from bioknow.errors import InputError
+from bioknow.feed import Prefetcher
 from bioknow.model import ModelConfig, Transformer
 from bioknow.process import RunLock
 from bioknow.progress import Progress
@@ -40,7 +40,6 @@ from bioknow.stream import WINDOW, JunkSource, MixedStream, Position, TrainStrea
 from bioknow.tokenizer import padded_vocab_size
 
 FORMAT = "bioknow-run/1"
-IGNORE = -100
 PRECISIONS = ("bf16", "float32")
 # On the CPU, torch.compile makes a tiny model's step about 1.2-1.3x faster but costs
 # 10-30 s to compile: by default only runs of at least this many steps compile.
@@ -198,6 +197,7 @@ def resolve_config(
         "device": device.type,
         "precision": precision,
         "compile": (cuda or stream.steps >= CPU_COMPILE_STEPS) if compile is None else compile,
+        "cuda_graphs": bool(options.get("cuda_graphs")),
         "world_size": world,
         "versions": {**versions(), "torch": torch.__version__},
     }
@@ -234,15 +234,6 @@ def optimizer_step(
     opt.step()
     opt.zero_grad(set_to_none=True)
     return loss.detach()
-
-
-def targets_of(tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Position t predicts token t+1 of the same window; padding (beyond each row's
-    length) and the last position of each window predict nothing."""
-    real = np.arange(tokens.shape[1]) < np.asarray(lengths)[:, None]
-    targets = np.full(tokens.shape, IGNORE, dtype=np.int64)
-    targets[:, :-1] = np.where(real[:, 1:], tokens[:, 1:], IGNORE)
-    return targets
 
 
 def pending_loss(loss_sum: torch.Tensor, counted: int, where: Placement) -> list:
@@ -346,6 +337,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     compile: bool | None = None,
+    cuda_graphs: bool = False,
     precision: str | None = None,
     junk_fraction: float | None = None,
     junk_n: int | None = None,
@@ -370,6 +362,7 @@ def train(
         warmup=warmup,
         seed=seed,
         compile=compile,
+        cuda_graphs=cuda_graphs or None,
         precision=precision,
         junk_fraction=junk_fraction,
         junk_n=junk_n,
@@ -432,7 +425,10 @@ def wrap(raw: torch.nn.Module, config: dict, where: Placement) -> torch.nn.Modul
         model = torch.nn.parallel.DistributedDataParallel(
             raw, device_ids=[where.device.index] if where.device.type == "cuda" else None
         )
-    return torch.compile(model) if config["compile"] else model
+    if not config["compile"]:
+        return model
+    # CUDA graphs replay a whole step's kernels at once: tiny models are launch-bound
+    return torch.compile(model, mode="reduce-overhead" if config.get("cuda_graphs") else None)
 
 
 def not_finite(run: Path, what: str, step: int) -> InputError:
@@ -467,25 +463,17 @@ def loop(run, config, stream, checkpoint, state, where, stop_after, progress) ->
     started = time.perf_counter()
     show = progress and where.writer
     bar = Progress(steps, "train", "step", initial=start_step, enabled=show)
-    with Stopper() as stopper:
-        for batch in stream.batches(start_step, start=Position(**state["position"])):
-            step = batch.step
-            targets = targets_of(batch.tokens, batch.lengths)
-            total = int((targets != IGNORE).sum())
-            mine = int((targets[rows] != IGNORE).sum())
-            x, y = (
-                torch.from_numpy(a) for a in (batch.tokens[rows].astype(np.int64), targets[rows])
-            )
-            if cuda:
-                x, y = (t.pin_memory().to(where.device, non_blocking=True) for t in (x, y))
+    batches = stream.batches(start_step, start=Position(**state["position"]))
+    with Stopper() as stopper, Prefetcher(batches, rows, where.device) as feed:
+        for ready in feed:
+            batch, step = ready.batch, ready.batch.step
             lr = recipe.lr_at(step, steps, config["lr"], config["warmup"])
             # scaled so that averaging gradients over ranks gives the mean over all tokens
-            loss = optimizer_step(
-                model, opt, x, y, lr, mine * where.world / max(total, 1), bf16=bf16
-            )
-            if mine:  # a rank's rows of a last batch may hold no target: its loss is nan
-                loss_sum += loss * mine
-            meter.counted += mine
+            scale = ready.mine * where.world / max(ready.total, 1)
+            loss = optimizer_step(model, opt, ready.x, ready.y, lr, scale, bf16=bf16)
+            if ready.mine:  # a rank's rows of a last batch may hold no target: its loss is nan
+                loss_sum += loss * ready.mine
+            meter.counted += ready.mine
             junk = int(batch.lengths[batch.junk].sum()) if batch.junk is not None else 0
             state.update(
                 step=step + 1,

@@ -200,6 +200,7 @@ TRAIN = {
     "seed": SEED,
     "device": Device(),
     "compile": Flag(),
+    "cuda_graphs": Flag(),
     "precision": Choice(("bf16", "float32")),
     "junk_fraction": Number(0, 1, real=True),
     "junk_n": Number(1, N0),
@@ -215,6 +216,7 @@ EVAL = {
     "method": Choice(("gptq", "rtn")),
     "batch": Number(1, 1 << 16),
     "device": Device(),
+    "compile": Flag(),
 }
 CORPUS = {
     "exposures": Number(1, MAX_EXPOSURES),
