@@ -61,7 +61,7 @@ fi
           torch.cuda.get_device_name() if c else 'no CUDA')" >>"$summary" 2>&1
 
 # (a) CUDA tests: bf16 steps fall in loss, eval on CUDA = on the CPU, export, NCCL DDP
-part cuda-tests "${caps[0]}" "$py" -m pytest -m cuda -p no:cacheprovider -rs tests \
+part cuda-tests "${caps[0]}" "$py" -m pytest -m cuda -p no:cacheprovider -rs tests/test_cuda.py \
   --junitxml="$work/cuda-tests.xml"
 tail -n 3 "$work/cuda-tests.log" | sed 's/^/   /' >>"$summary"
 
