@@ -343,7 +343,9 @@ def build_parser() -> Parser:
     gen.add_argument(
         "--fields",
         metavar="DIR",
-        help="fields and templates folder (default: bioknow/templates, shipped in the package)",
+        help="fields and templates folder, in bioknow's layout or that of the paper's lists "
+        "(first_name.txt, city.txt, company.txt, ...; default: bioknow/templates, shipped "
+        "in the package)",
     )
     gen.add_argument(
         "--tokenizer",
