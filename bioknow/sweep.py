@@ -33,15 +33,25 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import yaml
 
-from bioknow import atomic, dataset, integrity, process, runfolder, validate
+from bioknow import atomic, dataset, integrity, process, runfolder, track, validate
 from bioknow.errors import InputError
-from bioknow.evaluate import eval_file
+from bioknow.evaluate import eval_file, mean_accuracy
 from bioknow.model import ModelConfig
 from bioknow.progress import Progress
 
 DATASET_KEYS = {"variant", "n", "seed", "k", "c", "d", "l", "t", "renderings", "vocab_size"}
 RECIPE_KEYS = {"lr", "wd", "batch", "warmup"}
-TOP_KEYS = {"datasets", "models", "exposures", "seeds", "recipe", "quantize", "eval", "train"}
+TOP_KEYS = {
+    "datasets",
+    "models",
+    "exposures",
+    "seeds",
+    "recipe",
+    "quantize",
+    "eval",
+    "train",
+    "tracker",
+}
 TRAIN_KEYS = {
     "device",
     "no_compile",
@@ -51,6 +61,7 @@ TRAIN_KEYS = {
     "useful_prefix",
     "log_every",
     "checkpoint_every",
+    "tracker",
 }
 EVAL_KEYS = {"people"}
 ATTEMPTS = 2
@@ -123,10 +134,20 @@ def _dataset(spec: dict) -> dict:
     return data
 
 
+def train_section(config: dict) -> dict:
+    """The config's `train:` options, with a top-level `tracker:` among them."""
+    train = _mapping(config.get("train") or {}, "train")
+    if "tracker" not in config:
+        return train
+    if train.get("tracker", config["tracker"]) != config["tracker"]:
+        raise InputError("sweep config: tracker and train.tracker differ (give one)")
+    return {**train, "tracker": config["tracker"]}
+
+
 def check_config(config: dict) -> dict:
     """The config with every value checked by the rules of the command it goes to: no
     empty lists, no nulls, whole numbers whole, every model name known."""
-    train = _mapping(config.get("train") or {}, "train")
+    train = train_section(config)
     evaluation = _mapping(config.get("eval") or {}, "eval")
     for where, part, keys in (("train", train, TRAIN_KEYS), ("eval", evaluation, EVAL_KEYS)):
         if set(part) - keys:
@@ -153,6 +174,7 @@ def check_config(config: dict) -> dict:
     }
     for model in checked["models"]:
         ModelConfig.from_name(model, 64)  # a misspelt model fails before anything runs
+    track.check(checked["train"].get("tracker"))
     return checked
 
 
@@ -281,6 +303,14 @@ def commands(point: Point, sweep: Path, config: dict) -> list[list[str]]:
     return out
 
 
+def tracker_env(config: dict, sweep: Path) -> dict:
+    """The environment that groups a sweep's W&B runs: WANDB_RUN_GROUP, the sweep folder's
+    name (unless it is set already)."""
+    if config["train"].get("tracker") != "wandb":
+        return {}
+    return {"WANDB_RUN_GROUP": os.environ.get("WANDB_RUN_GROUP", Path(sweep).resolve().name)}
+
+
 def run_point(point: Point, sweep: Path, config: dict, env: dict) -> str | None:
     """Run a point's commands (retrying once); None when done, else the error."""
     log = sweep / "logs" / f"{point.id}.log"
@@ -387,13 +417,6 @@ def trained_share(run: Path) -> float:
         return 0.0  # not started, or its last line torn: counted as nothing yet
 
 
-def mean_accuracy(attributes: dict) -> float:
-    """The share of knowledge values decoded exactly, averaged over the attributes that
-    carry bits (bioS: not the work city; bioD: its values)."""
-    scored = [a["accuracy"] for name, a in attributes.items() if name != "work_city"]
-    return sum(scored) / len(scored)
-
-
 def write_table(sweep: Path, rows: list[dict]) -> None:
     """runs.parquet and runs.csv, each written under a temporary name and renamed."""
     columns = list(dict.fromkeys(k for r in rows for k in r))
@@ -430,6 +453,7 @@ def run_sweep(
             raise InputError(f"{sweep}: holds a sweep of another config (use a new --out)")
     device = device or "auto"
     workers = slots(device, int(per_gpu), int(cpu_slots))
+    workers = [{**env, **tracker_env(config, sweep)} for env in workers]
     for folder in ("data", "runs", "logs"):
         (sweep / folder).mkdir(parents=True, exist_ok=True)
     atomic.write_json(previous, resolved)

@@ -207,6 +207,7 @@ TRAIN = {
     "log_every": POSITIVE,
     "checkpoint_every": POSITIVE,
     "stop_after": POSITIVE,
+    "tracker": Choice(("none", "tensorboard", "wandb")),
 }
 EVAL = {
     "people": People(),
