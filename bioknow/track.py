@@ -30,7 +30,7 @@ def check(kind: str | None) -> None:
     """Refuse a tracker whose package is not installed."""
     if kind in PACKAGES and importlib.util.find_spec(kind) is None:
         raise InputError(
-            f"--tracker {kind} needs the {kind} package: pip install '{PACKAGES[kind]}'"
+            f"tracking with {kind} needs the {kind} package: pip install '{PACKAGES[kind]}'"
         )
 
 
