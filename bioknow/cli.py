@@ -182,6 +182,7 @@ def cmd_train(args) -> int:
         checkpoint_every=args.checkpoint_every,
         stop_after=args.stop_after,
         progress=True,
+        tracker=args.tracker,
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
@@ -344,7 +345,9 @@ def build_parser() -> Parser:
     gen.add_argument(
         "--fields",
         metavar="DIR",
-        help="fields and templates folder (default: bioknow/templates, shipped in the package)",
+        help="fields and templates folder, in bioknow's layout or that of the paper's lists "
+        "(first_name.txt, city.txt, company.txt, ...; default: bioknow/templates, shipped "
+        "in the package)",
     )
     gen.add_argument(
         "--tokenizer",
@@ -473,6 +476,13 @@ def build_parser() -> Parser:
         "--stop-after",
         metavar="STEPS",
         help="checkpoint and stop after this many steps (continue with --resume)",
+    )
+    tr.add_argument(
+        "--tracker",
+        choices=["none", "tensorboard", "wandb"],
+        help="also log the config, loss, lr, tokens/s and eval reports to TensorBoard "
+        "(RUN/tensorboard/) or W&B (pip install 'bioknow[wandb]'; offline with "
+        "WANDB_MODE=offline)",
     )
     tr.add_argument("--json", action="store_true", help="print config and state as JSON")
     tr.set_defaults(func=cmd_train)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bioknow import capacity, integrity, validate
+from bioknow import capacity, integrity, track, validate
 from bioknow.errors import InputError
 from bioknow.fields import KNOWLEDGE
 from bioknow.progress import Progress
@@ -236,6 +236,13 @@ def check_memory(batch: int, table, vocab: int, total_params: int, device: str) 
     validate.fits_memory(needed, f"evaluating batches of {batch}", device)
 
 
+def mean_accuracy(attributes: dict) -> float:
+    """The share of knowledge values decoded exactly, averaged over the attributes that
+    carry bits (bioS: not the work city; bioD: its values)."""
+    scored = [a["accuracy"] for name, a in attributes.items() if name != "work_city"]
+    return sum(scored) / len(scored)
+
+
 def eval_file(quantize: str, method: str) -> str:
     """The run-folder file of one quantization setting."""
     if quantize == "none":
@@ -278,7 +285,12 @@ def evaluate_run(
         args["run"] = str(run)
         report = evaluate_model(model, config, state, ds, table, args, device, progress)
         check_finite(report, str(run))
-        integrity.write_run_json(run, eval_file(quantize, method), report)
+        name = eval_file(quantize, method)
+        integrity.write_run_json(run, name, report)
+        accuracy = mean_accuracy(report["attributes"])
+        track.log_report(
+            run, config, Path(name).stem, {**report, "accuracy": accuracy}, state["step"]
+        )
     return report
 
 

@@ -33,15 +33,25 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import yaml
 
-from bioknow import atomic, dataset, integrity, process, runfolder, validate
+from bioknow import atomic, dataset, integrity, process, runfolder, track, validate
 from bioknow.errors import InputError
-from bioknow.evaluate import eval_file
+from bioknow.evaluate import eval_file, mean_accuracy
 from bioknow.model import ModelConfig
 from bioknow.progress import Progress
 
 DATASET_KEYS = {"variant", "n", "seed", "k", "c", "d", "l", "t", "renderings", "vocab_size"}
 RECIPE_KEYS = {"lr", "wd", "batch", "warmup"}
-TOP_KEYS = {"datasets", "models", "exposures", "seeds", "recipe", "quantize", "eval", "train"}
+TOP_KEYS = {
+    "datasets",
+    "models",
+    "exposures",
+    "seeds",
+    "recipe",
+    "quantize",
+    "eval",
+    "train",
+    "tracker",
+}
 TRAIN_KEYS = {
     "device",
     "no_compile",
@@ -52,6 +62,7 @@ TRAIN_KEYS = {
     "useful_prefix",
     "log_every",
     "checkpoint_every",
+    "tracker",
 }
 EVAL_KEYS = {"people"}
 ATTEMPTS = 2
@@ -124,10 +135,20 @@ def _dataset(spec: dict) -> dict:
     return data
 
 
+def train_section(config: dict) -> dict:
+    """The config's `train:` options, with a top-level `tracker:` among them."""
+    train = _mapping(config.get("train") or {}, "train")
+    if "tracker" not in config:
+        return train
+    if train.get("tracker", config["tracker"]) != config["tracker"]:
+        raise InputError("sweep config: tracker and train.tracker differ (give one)")
+    return {**train, "tracker": config["tracker"]}
+
+
 def check_config(config: dict) -> dict:
     """The config with every value checked by the rules of the command it goes to: no
     empty lists, no nulls, whole numbers whole, every model name known."""
-    train = _mapping(config.get("train") or {}, "train")
+    train = train_section(config)
     evaluation = _mapping(config.get("eval") or {}, "eval")
     for where, part, keys in (("train", train, TRAIN_KEYS), ("eval", evaluation, EVAL_KEYS)):
         if set(part) - keys:
@@ -154,6 +175,7 @@ def check_config(config: dict) -> dict:
     }
     for model in checked["models"]:
         ModelConfig.from_name(model, 64)  # a misspelt model fails before anything runs
+    track.check(checked["train"].get("tracker"))
     return checked
 
 
@@ -280,6 +302,14 @@ def commands(point: Point, sweep: Path, config: dict) -> list[list[str]]:
                 cmd += ["--people", str(evaluation["people"])]
             out.append(cmd)
     return out
+
+
+def tracker_env(config: dict, sweep: Path) -> dict:
+    """The environment that groups a sweep's W&B runs: WANDB_RUN_GROUP, the sweep folder's
+    name (unless it is set already)."""
+    if config["train"].get("tracker") != "wandb":
+        return {}
+    return {"WANDB_RUN_GROUP": os.environ.get("WANDB_RUN_GROUP", Path(sweep).resolve().name)}
 
 
 def run_point(point: Point, sweep: Path, config: dict, env: dict) -> str | None:
@@ -443,6 +473,7 @@ def run_sweep(
             raise InputError(f"{sweep}: holds a sweep of another config (use a new --out)")
     device = device or "auto"
     workers = slots(device, int(per_gpu), int(cpu_slots))
+    workers = [{**env, **tracker_env(config, sweep)} for env in workers]
     for folder in ("data", "runs", "logs"):
         (sweep / folder).mkdir(parents=True, exist_ok=True)
     atomic.write_json(previous, resolved)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from bioknow import atomic, integrity, recipe, runfolder, validate
+from bioknow import atomic, integrity, recipe, runfolder, track, validate
 from bioknow import tokenizer as tokenizers
 from bioknow.dataset import Dataset, open_dataset, versions
 from bioknow.errors import InputError
@@ -263,8 +263,9 @@ class Stopper:
             signal.signal(s, handler)
 
 
-def announce(config: dict) -> None:
-    """Say on stderr how the run's recipe was chosen, and any warning about it."""
+def announce(config: dict, run: Path) -> None:
+    """Say on stderr how the run's recipe was chosen, any warning about it, and where it
+    is tracked."""
     print(
         f"{config['model']['name']}: {config['steps']:,} steps of batch {config['batch']}, "
         f"lr {config['lr']:g}, wd {config['wd']:g}, warmup {config['warmup']}, "
@@ -273,6 +274,8 @@ def announce(config: dict) -> None:
     )
     for warning in config.get("warnings", []):
         print(f"bioknow: warning: {warning}", file=sys.stderr)
+    if config.get("tracker"):
+        print(f"bioknow: tracking: {track.describe(config['tracker'], run)}", file=sys.stderr)
 
 
 def fresh_state() -> dict:
@@ -346,11 +349,12 @@ def train(
     checkpoint_every: int | None = None,
     stop_after: int | None = None,
     progress: bool = False,
+    tracker: str | None = None,
 ) -> dict:
     """Train, or resume, the run in `out`; return its state (step, tokens, loss, ...).
     Every argument is checked before anything is written; --resume takes none of the
     options a run is made of (seed and log_every default to 0 and 50, checkpoint_every
-    to 1000)."""
+    to 1000). `tracker`: "tensorboard" or "wandb" logs the run there too (`bioknow.track`)."""
     run = Path(out)
     given = dict(
         data=data,
@@ -369,6 +373,7 @@ def train(
         useful_prefix=useful_prefix,
         log_every=log_every,
         checkpoint_every=checkpoint_every,
+        tracker=tracker,
     )
     checked = validate.check(validate.TRAIN, {**given, "device": device, "stop_after": stop_after})
     where = place(checked["device"])
@@ -382,6 +387,7 @@ def train(
         config, ds, stream = resolve_config(
             data, model_name, options["exposures"], options, where.device, where.world
         )
+        config["tracker"] = track.settings(options.get("tracker"), run)
     with RunLock(run) if where.writer else nullcontext():
         if resume:
             config, ds, checkpoint, state = reopen(run, where)
@@ -389,7 +395,7 @@ def train(
             checkpoint, state = None, fresh_state()
             if where.writer:
                 begin(run, config, overwrite)
-                announce(config)
+                announce(config, run)
         if state["finished"]:
             if where.writer:
                 runfolder.ensure_finished(run)
@@ -460,6 +466,7 @@ def loop(run, config, stream, checkpoint, state, where, stop_after, progress) ->
     loss_sum = torch.tensor(pending[0], dtype=torch.float32, device=where.device)
     meter = Meter(counted=pending[1], seen=seen(state))
     metrics = runfolder.MetricsLog(run, state) if where.writer else None
+    tracker = track.open_tracker(run, config, start_step) if where.writer else track.Tracker()
     started = time.perf_counter()
     show = progress and where.writer
     bar = Progress(steps, "train", "step", initial=start_step, enabled=show)
@@ -487,6 +494,7 @@ def loop(run, config, stream, checkpoint, state, where, stop_after, progress) ->
                 line = meter.line(run, loss_sum, state, opt, where, started)
                 if metrics is not None:
                     metrics.append(line)
+                    tracker.log(line)
                 rate = f"{line['tokens_per_s']:,.0f}"
                 bar.set_postfix(**{"loss": f"{state['loss']:.4f}", "tokens/s": rate})
             bar.update(1)
@@ -510,6 +518,7 @@ def loop(run, config, stream, checkpoint, state, where, stop_after, progress) ->
     bar.close()
     if metrics is not None:
         metrics.close()
+    tracker.close()
     state["signal"] = stopper.signal
     return state
 

@@ -16,7 +16,9 @@ from pathlib import Path
 from bioknow.errors import InputError
 
 SEED_MAX = 2**63 - 1
-N0 = 400 * 400 * 1000  # distinct names: the fixed sizes of the name lists (SPEC 2.1)
+# distinct names of the default lists (SPEC 2.1): the largest N, and --junk-n, accepted;
+# a fields folder with fewer names lowers the bound to its own N0
+N0 = 400 * 400 * 1000
 MAX_EXPOSURES = 10**6
 MAX_T = 40_000  # bioD alphabet, as documented
 MAX_STEPS = 10**12  # cadences and step counts
@@ -208,6 +210,7 @@ TRAIN = {
     "log_every": POSITIVE,
     "checkpoint_every": POSITIVE,
     "stop_after": POSITIVE,
+    "tracker": Choice(("none", "tensorboard", "wandb")),
 }
 EVAL = {
     "people": People(),
