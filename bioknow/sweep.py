@@ -419,13 +419,6 @@ def trained_share(run: Path) -> float:
         return 0.0  # not started, or its last line torn: counted as nothing yet
 
 
-def mean_accuracy(attributes: dict) -> float:
-    """The share of knowledge values decoded exactly, averaged over the attributes that
-    carry bits (bioS: not the work city; bioD: its values)."""
-    scored = [a["accuracy"] for name, a in attributes.items() if name != "work_city"]
-    return sum(scored) / len(scored)
-
-
 def table_rows(grid: list[Point], sweep: Path, quantize: list[str], errors: dict) -> list[dict]:
     """Every point's rows, written to runs.parquet and runs.csv: finished, failed, or
     pending (a sweep stopped early still leaves the table of what it did)."""
