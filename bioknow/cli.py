@@ -79,6 +79,8 @@ def run_info(run: Path, verify: bool = False) -> dict:
         if name.startswith("eval") and name.endswith(".json")
     }
     info = {"path": str(run), "config": config, "state": state, "evals": evals}
+    if "probe.json" in files:
+        info["probe"] = integrity.read_run_json(run, "probe.json")
     if checked is not None:
         info["verified"] = checked
     return info
@@ -101,6 +103,12 @@ def run_summary(info: dict) -> str:
         lines.append(
             f"  {name:12s} R {report['R']:.4f} of Rmax {report['R_max']:.4f}, "
             f"bits {report['bits']:,.0f} of {report['bits_max']:,.0f}"
+        )
+    if "probe" in info:
+        probe = info["probe"]
+        lines.append(
+            f"  probe.json   test accuracy {probe['test']['accuracy']:.3f} (train "
+            f"{probe['train']['accuracy']:.3f}), {probe['people']:,} people"
         )
     if "verified" in info:
         lines.append(f"  checksums    all match ({info['verified']['files']} files)")
@@ -262,6 +270,52 @@ def cmd_eval(args) -> int:
             args.run, quantize=args.quantize, method=args.method, compile=args.compile, **common
         )
     print(json.dumps(report) if args.json else bits_table(report))
+    return 0
+
+
+def probe_table(report: dict) -> str:
+    """The probe report for people: the fine-tune, then accuracy per attribute on each
+    half, against chance."""
+    tune = report["finetune"]
+    lines = [
+        f"{report['model']} on {report['variant']}(N={report['N']:,}), {report['exposures']} "
+        f"exposures, step {report['step']:,} of {report['steps']:,}: {report['people']:,} people "
+        f"probed ({report['train_people']:,} fine-tuned on, {report['test_people']:,} tested), "
+        f"seed {report['seed']}",
+        f"  LoRA         rank {tune['rank']} on query/value, {tune['embedding_rank']} on the "
+        f"embedding ({tune['trainable_parameters']:,} parameters)",
+        f"  fine-tune    {tune['steps']:,} steps of batch {tune['batch']} ({tune['epochs']} "
+        f"epochs), lr {tune['lr']:g} {tune['schedule']}, wd {tune['wd']:g}; final loss "
+        f"{tune['final_loss']:.4f}, {tune['seconds']:.0f} s",
+        f"  {'attribute':12s} {'chance':>8s} {'train':>6s} {'(95% CI)':>14s} "
+        f"{'test':>6s} {'(95% CI)':>14s}",
+    ]
+
+    def cell(figures: dict) -> str:
+        low, high = figures["ci95"]
+        return f"{figures['accuracy']:6.3f} {f'({low:.3f}..{high:.3f})':>14s}"
+
+    for name, a in report["attributes"].items():
+        lines.append(f"  {name:12s} {a['chance']:8.4f} {cell(a['train'])} {cell(a['test'])}")
+    lines.append(f"  {'mean':12s} {'':8s} {cell(report['train'])} {cell(report['test'])}")
+    return "\n".join(lines)
+
+
+def cmd_probe(args) -> int:
+    from bioknow import probe
+
+    report = probe.probe_run(
+        args.run,
+        progress=True,
+        people=args.people,
+        seed=args.seed,
+        epochs=args.epochs,
+        batch=args.batch,
+        rank=args.rank,
+        embedding_rank=args.embedding_rank,
+        device=args.device,
+    )
+    print(json.dumps(report) if args.json else probe_table(report))
     return 0
 
 
@@ -530,6 +584,30 @@ def build_parser() -> Parser:
     )
     ev.add_argument("--json", action="store_true", help="print the report as one JSON object")
     ev.set_defaults(func=cmd_eval)
+
+    pr = commands.add_parser(
+        "probe",
+        help="can the stored knowledge be extracted? a LoRA QA fine-tune on half the people",
+        description="Knowledge-extraction probe (Part 3.1; Part 3.3 App. A.2): split the "
+        "people (or a seeded sample of K) into a train and a test half, fine-tune a copy of "
+        "the model with LoRA (query/value and embedding) on the train half's questions and "
+        "answers, and report exact-match greedy accuracy per attribute on both halves, with "
+        "bootstrap 95%% intervals. Writes RUN/probe.json.",
+    )
+    pr.add_argument("run", help="run folder")
+    pr.add_argument("--people", metavar="K", help="probe a seeded sample of K people (default all)")
+    pr.add_argument("--seed", help="sample, split, LoRA init and order seed (default 0)")
+    default = validate.PROBE_DEFAULTS
+    pr.add_argument("--epochs", help=f"passes over the train half's QA ({default['epochs']})")
+    pr.add_argument("--batch", help=f"QA texts per fine-tuning step ({default['batch']})")
+    pr.add_argument("--rank", help=f"LoRA rank of the query and value maps ({default['rank']})")
+    pr.add_argument(
+        "--embedding-rank",
+        help=f"LoRA rank of the embedding, 0 for none ({default['embedding_rank']})",
+    )
+    pr.add_argument("--device", help="cpu, cuda or cuda:K (default: cuda if available)")
+    pr.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    pr.set_defaults(func=cmd_probe)
 
     ex = commands.add_parser(
         "export",

@@ -51,6 +51,7 @@ TOP_KEYS = {
     "eval",
     "train",
     "tracker",
+    "probe",
 }
 TRAIN_KEYS = {
     "device",
@@ -172,11 +173,25 @@ def check_config(config: dict) -> dict:
             _value(validate.EVAL["quantize"], q, "quantize")
             for q in _listed(config, "quantize", ["none"])
         ],
+        "probe": probe_section(config.get("probe", False)),
     }
     for model in checked["models"]:
         ModelConfig.from_name(model, 64)  # a misspelt model fails before anything runs
     track.check(checked["train"].get("tracker"))
     return checked
+
+
+def probe_section(value) -> dict | None:
+    """`probe:` true (the probe's defaults), false, or a mapping of probe options (people,
+    seed, epochs, batch, rank, embedding_rank): the options, or None for no probe."""
+    if value is True or value is False:
+        return {} if value else None
+    rules = {k: v for k, v in validate.PROBE.items() if k != "device"}
+    spec = _mapping(value, "probe (true, false, or a mapping of probe options)")
+    unknown = set(spec) - set(rules)
+    if unknown:
+        raise InputError(f"probe: unknown key(s) {', '.join(sorted(unknown))}")
+    return {k: _value(rules[k], v, f"probe.{k}") for k, v in spec.items()}
 
 
 def load_config(path) -> dict:
@@ -259,9 +274,9 @@ def recorded(run: Path) -> dict:
         return {}
 
 
-def point_done(run: Path, quantize: list[str]) -> bool:
+def point_done(run: Path, quantize: list[str], probe: bool = False) -> bool:
     names = ["model.safetensors", *(eval_file(q, "gptq") for q in quantize)]
-    return all(n in recorded(run) for n in names)
+    return all(n in recorded(run) for n in names + (["probe.json"] if probe else []))
 
 
 def commands(point: Point, sweep: Path, config: dict) -> list[list[str]]:
@@ -301,6 +316,9 @@ def commands(point: Point, sweep: Path, config: dict) -> list[list[str]]:
             if evaluation.get("people") not in (None, "all"):
                 cmd += ["--people", str(evaluation["people"])]
             out.append(cmd)
+    if config.get("probe") is not None and "probe.json" not in done:
+        options = [[f"--{k.replace('_', '-')}", str(v)] for k, v in sorted(config["probe"].items())]
+        out.append([*bioknow, "probe", str(run), *(a for pair in options for a in pair)])
     return out
 
 
@@ -401,6 +419,22 @@ def run_columns(run: Path, quantize: str) -> dict:
             elif isinstance(value, list) and key.endswith("_ci95"):
                 out[f"{key}_low"], out[f"{key}_high"] = value
         out["accuracy"] = mean_accuracy(report["attributes"])
+    if "probe.json" in recorded(run):
+        out.update(probe_columns(integrity.read_run_json(run, "probe.json")))
+    return out
+
+
+def probe_columns(report: dict) -> dict:
+    """A probe report's columns: accuracy on each half with its interval, on average
+    (probe_test_accuracy, ...) and per attribute (probe_ATTRIBUTE_test_accuracy, ...)."""
+    out = {}
+    for half in ("train", "test"):
+        figures = report[half]
+        out[f"probe_{half}_accuracy"] = figures["accuracy"]
+        out[f"probe_{half}_ci95_low"], out[f"probe_{half}_ci95_high"] = figures["ci95"]
+        for name, attribute in report["attributes"].items():
+            out[f"probe_{name.replace(' ', '_')}_{half}_accuracy"] = attribute[half]["accuracy"]
+    out["probe_people"] = report["people"]
     return out
 
 
@@ -419,12 +453,14 @@ def trained_share(run: Path) -> float:
         return 0.0  # not started, or its last line torn: counted as nothing yet
 
 
-def table_rows(grid: list[Point], sweep: Path, quantize: list[str], errors: dict) -> list[dict]:
+def table_rows(
+    grid: list[Point], sweep: Path, quantize: list[str], errors: dict, probe: bool = False
+) -> list[dict]:
     """Every point's rows, written to runs.parquet and runs.csv: finished, failed, or
     pending (a sweep stopped early still leaves the table of what it did)."""
     rows = []
     for p in grid:
-        done = point_done(sweep / "runs" / p.id, quantize)
+        done = point_done(sweep / "runs" / p.id, quantize, probe)
         rows += [row(p, sweep, q, errors.get(p.id), done) for q in quantize]
     write_table(sweep, rows)
     return rows
@@ -489,7 +525,8 @@ def run_sweep(
 
     quantize = quantize_settings(config)
     errors: dict[str, str | None] = {}
-    pending = [p for p in grid if not point_done(sweep / "runs" / p.id, quantize)]
+    probe = config["probe"] is not None
+    pending = [p for p in grid if not point_done(sweep / "runs" / p.id, quantize, probe)]
     pending.sort(key=cost, reverse=True)
     lock = threading.Lock()
     running: set[str] = set()
@@ -518,7 +555,7 @@ def run_sweep(
             with lock:
                 running.discard(point.id)
                 errors[point.id] = error
-                table_rows(grid, sweep, quantize, errors)  # the table so far
+                table_rows(grid, sweep, quantize, errors, probe)  # the table so far
                 show()
                 bar.update(1)
 
@@ -531,7 +568,7 @@ def run_sweep(
         with lock:
             bar.tick()
     bar.close()
-    rows = table_rows(grid, sweep, quantize, errors)
+    rows = table_rows(grid, sweep, quantize, errors, probe)
     atomic.write_json(
         sweep / "sweep.json",
         {

@@ -205,9 +205,11 @@ def resolve_config(
 
 
 def optimizer(model: torch.nn.Module, config: dict, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases and norms (the parameters of fewer than 2 dims)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    """AdamW over the trainable parameters; no weight decay on biases and norms (the
+    parameters of fewer than 2 dims)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.dim() >= 2]
+    no_decay = [p for p in trainable if p.dim() < 2]
     groups = [
         {"params": decay, "weight_decay": config["wd"]},
         {"params": no_decay, "weight_decay": 0.0},

@@ -221,6 +221,18 @@ EVAL = {
     "device": Device(),
     "compile": Flag(),
 }
+PROBE = {
+    "people": Number(2, N0),
+    "seed": SEED,
+    "epochs": Number(1, 10**5),
+    "batch": Number(1, 1 << 16),
+    "rank": Number(1, 1 << 12),
+    "embedding_rank": Number(0, 1 << 16),
+    "device": Device(),
+}
+# the probe's fine-tune: epochs over the train half's QA, batch, LoRA ranks (query/value,
+# embedding)
+PROBE_DEFAULTS = {"seed": 0, "epochs": 20, "batch": 64, "rank": 8, "embedding_rank": 128}
 CORPUS = {
     "exposures": Number(1, MAX_EXPOSURES),
     "out": OutPath(),
@@ -239,6 +251,7 @@ SCHEMAS = {
     "generate": GENERATE,
     "train": TRAIN,
     "eval": EVAL,
+    "probe": PROBE,
     "corpus": CORPUS,
     "sweep": SWEEP,
     "plot": PLOT,

@@ -95,6 +95,16 @@ CASES = {
         ["bioD", "--n", "10", "--k", "1", "--c", "1", "--d", "1", "--l", "4", "--t", "100000"],
         ["bioD", "--n", "10", "--k", "1", "--c", "1", "--d", "20", "--l", "1", "--t", "4"],
     ],
+    "probe": [
+        ["--people", "1"],
+        ["--people", "25"],
+        ["--seed", "-1"],
+        ["--epochs", "1.5"],
+        ["--batch", "0"],
+        ["--rank", "0"],
+        ["--embedding-rank", "nan"],
+        ["--device", "gpu"],
+    ],
     "corpus": [["--seed", "1e25"], ["--exposures", "1e30"], ["--exposures", "0"]],
     "plot": [["--dpi", "1e6"], ["--dpi", "0"], ["--out", "."]],
 }
@@ -106,8 +116,8 @@ CASES = {
 def test_bad_arguments(tiny, tmp_path, command, args):
     (tmp_path / "afile").write_text("a file")
     data, run = tiny / "data", tiny / "run"
-    if command == "eval":
-        args = ["eval", run, *args]
+    if command in ("eval", "probe"):
+        args = [command, run, *args]
     elif command == "train":
         base = ["--data", data, "--model", "gpt2-1-1", "--exposures", "1", "--device", "cpu"]
         given = {a for a in args if a.startswith("--")}
