@@ -227,24 +227,27 @@ class QATable:
         rows = np.where(rows == VALUE, value[:, :1], rows)  # a bioD value's other pieces
         return np.concatenate([rows, value[:, 1:]], axis=1)  # follow its padding (empty)
 
+    def answer_width(self) -> int:
+        """The most tokens an answer has."""
+        if self.biod is not None:
+            p = self.biod.params
+            return int(p.c * p.l + (p.c - 1) * self.length[self.separator])
+        counts = [len(self.population.fields.values(a)) for a in self.attributes]
+        pieces = zip(self.value, counts, strict=True)
+        return int(max(self.length[v : v + n].max() for v, n in pieces))
+
     def longest(self) -> int:
         """An upper bound on any item's unit length: each phrasing with the longest piece
         of each of its slots."""
-        lists, values = self.population.fields.lists, self.population.fields.values
+        lists = self.population.fields.lists
         spans = {
             FIRST_BARE: [(self.first_bare, len(lists["first_names"]))],
             FIRST: [(self.first, len(lists["first_names"]))],
             MIDDLE: [(self.middle, len(lists["middle_names"]))],
             LAST: [(self.last, len(lists["last_names"]))],
         }
-        if self.biod is None:
-            spans[VALUE] = [
-                (v, len(values(a))) for v, a in zip(self.value, self.attributes, strict=True)
-            ]
         most = {k: max(self.length[a : a + n].max() for a, n in v) for k, v in spans.items()}
-        if self.biod is not None:
-            p = self.biod.params
-            most[VALUE] = p.c * p.l + (p.c - 1) * self.length[self.separator]
+        most[VALUE] = self.answer_width()
         programs = self.programs
         lengths = np.where(programs >= 0, self.length[np.maximum(programs, 0)], 0)
         for marker, length in most.items():

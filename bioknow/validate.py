@@ -232,7 +232,7 @@ PROBE = {
 }
 # the probe's fine-tune: epochs over the train half's QA, batch, LoRA ranks (query/value,
 # embedding)
-PROBE_DEFAULTS = {"seed": 0, "epochs": 20, "batch": 64, "rank": 8, "embedding_rank": 128}
+PROBE_DEFAULTS = {"seed": 0, "epochs": 60, "batch": 64, "rank": 8, "embedding_rank": 128}
 CORPUS = {
     "exposures": Number(1, MAX_EXPOSURES),
     "out": OutPath(),
