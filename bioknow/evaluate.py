@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bioknow import capacity, integrity, validate
+from bioknow import capacity, export, integrity, validate
 from bioknow.errors import InputError
 from bioknow.fields import KNOWLEDGE
 from bioknow.progress import Progress
@@ -165,6 +165,18 @@ def model_scorer(model: torch.nn.Module) -> Scorer:
     def scorer(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
             return model(x)[0]
+
+    return scorer
+
+
+def hf_scorer(model) -> Scorer:
+    """A transformers causal LM as a scorer: ids [b, L] -> float logits [b, L, V], position
+    t predicting token t + 1 (bf16 autocast on CUDA)."""
+
+    def scorer(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+                return model(input_ids=x.long()).logits.float()
 
     return scorer
 
@@ -324,7 +336,6 @@ def evaluate_hf(
 ) -> dict:
     """Evaluate a local transformers causal LM trained on a bioknow corpus (with the
     dataset's tokenizer); P is counted as for bioknow's own models."""
-    from bioknow import export
     from bioknow.dataset import open_dataset
 
     checked = validate.check(validate.EVAL, dict(people=people, seed=seed, batch=batch))
@@ -336,7 +347,7 @@ def evaluate_hf(
     params = export.hf_parameter_counts(model, ds.manifest["tokenizer"]["used_ids"])
     check_memory(batch, ds.table, model.config.vocab_size, params["total"], device)
     report = evaluate(
-        export.hf_scorer(model),
+        hf_scorer(model),
         ds,
         params,
         people=people,

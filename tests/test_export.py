@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bioknow import dataset, export, integrity, train
+from bioknow import dataset, evaluate, export, integrity, train
 from bioknow.errors import InputError
 from bioknow.model import ModelConfig, Transformer
 from bioknow.render.bios import render_people
@@ -135,7 +135,7 @@ def test_hf_scorer_equals_bioknow_logits(root, runs, name):
     model, _ = export.load_hf(root / "hf" / name)
     ids = torch.randint(0, 200, (2, 24), generator=torch.Generator().manual_seed(0))
     config, ours = bioknow_logits(root / name, ids.tolist())
-    theirs = export.hf_scorer(model)(ids)
+    theirs = evaluate.hf_scorer(model)(ids)
     assert theirs.dtype == torch.float32 and theirs.shape == (2, 24, config["model"]["vocab_size"])
     assert torch.allclose(theirs, ours, atol=1e-4), (theirs - ours).abs().max()
 
