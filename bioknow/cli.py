@@ -21,6 +21,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def per_person(manifest: dict) -> str:
+    """What one person's knowledge is: bioS's six attributes, or bioD's K x C chunks."""
+    biod = manifest.get("biod")
+    if biod is None:
+        return f"log2 S0 = {manifest['log2_s0']:.2f} bits in six attributes"
+    return (
+        f"K = {biod['k']} attributes (ID 1..ID {biod['k']}), each C = {biod['c']} chunk(s) "
+        f"drawn from D = {biod['d']:,} strings of L = {biod['l']} symbol(s) over "
+        f"T = {biod['t']:,}: {manifest['value_bits_per_person']:.2f} bits in values"
+    )
+
+
 def summary(manifest: dict, where: str) -> str:
     bits = manifest["knowledge_bits"]
     shown = manifest["renderings"]
@@ -30,7 +42,7 @@ def summary(manifest: dict, where: str) -> str:
         [
             f"{manifest['variant']}(N={manifest['n']:,}), seed {manifest['seed']}: {where}",
             f"  people       {manifest['n']:,} of N0 = {manifest['n0']:,} possible names",
-            f"  per person   log2 S0 = {manifest['log2_s0']:.2f} bits in six attributes",
+            f"  per person   {per_person(manifest)}",
             f"  knowledge    {bits['total']:,.0f} bits at most "
             f"({bits['name']:,.0f} in names + {bits['value']:,.0f} in values"
             + (f" + {bits['diversity']:,.0f} in diversity sets)" if "diversity" in bits else ")"),
