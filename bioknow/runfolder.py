@@ -72,6 +72,7 @@ def save_checkpoint(run: Path, model, opt, state: dict) -> None:
     atomic.write_json(tmp / "state.json", state)
     for f in FILES[:2]:
         fsync(tmp / f)
+    atomic.readable(tmp)
     digests = {f"checkpoints/{name}/{f}": integrity.digest(tmp / f) for f in FILES}
     shutil.rmtree(folder / name, ignore_errors=True)
     os.replace(tmp, folder / name)

@@ -178,7 +178,7 @@ def resolve_config(
     warning = recipe.short_run_warning(stream.steps, rec.batch)
     config = {
         **config,
-        "model": dataclasses.asdict(cfg),
+        "model": cfg.to_dict(),
         "params": params,
         "used_ids": used,
         "flops_per_token": cfg.flops_per_token(WINDOW),
