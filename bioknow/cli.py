@@ -1,4 +1,5 @@
-"""The `bioknow` command: argparse subcommands that call into the modules.
+"""The `bioknow` command: for each subcommand, a parser builder and a handler that calls
+the function the Python API offers under the same name (`import bioknow`).
 
 Bad input exits with status 2 and one line naming the problem (DESIGN section 4).
 """
@@ -14,11 +15,32 @@ from pathlib import Path
 from bioknow import __version__, atomic, dataset, validate
 from bioknow.errors import InputError
 
+DEVICE_HELP = "cpu, cuda or cuda:K (default: cuda if available)"
+
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         """One line, status 2 (argparse's default prints the usage too)."""
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def subcommand(commands, name: str, func, help: str, description: str) -> Parser:
+    """A subcommand's parser, its handler set. (Descriptions are shown as written; help
+    texts go through %-formatting, so a percent sign there is written %%.)"""
+    parser = commands.add_parser(name, help=help, description=description)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def outputs(parser: Parser, json_help: str, overwrite_help: str | None = None) -> None:
+    """The options every subcommand ends with: --overwrite (where it replaces a folder)
+    and --json."""
+    if overwrite_help:
+        parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    parser.add_argument("--json", action="store_true", help=json_help)
+
+
+# generate
 
 
 def per_person(manifest: dict) -> str:
@@ -33,7 +55,7 @@ def per_person(manifest: dict) -> str:
     )
 
 
-def summary(manifest: dict, where: str) -> str:
+def dataset_summary(manifest: dict, where: str) -> str:
     bits = manifest["knowledge_bits"]
     shown = manifest["renderings"]
     tok = manifest["tokenizer"]
@@ -56,6 +78,65 @@ def summary(manifest: dict, where: str) -> str:
     )
 
 
+def generate_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "generate",
+        cmd_generate,
+        help="write a synthetic biography dataset folder",
+        description="Generate N made-up people and their biographies (Part 3.3, Sec. 2; bioS "
+        "as in Part 3.1). bioS renders a fresh biography at every exposure (a sample is "
+        "stored for inspection); bioS-simple stores one fixed rendering per person.",
+    )
+    p.add_argument("variant", choices=list(dataset.VARIANTS), help="dataset variant")
+    p.add_argument("--n", required=True, help="number of people, e.g. 1e5")
+    p.add_argument("--seed", default=0, help="random seed (default 0)")
+    p.add_argument("--out", required=True, help="output folder (must be new or empty)")
+    p.add_argument(
+        "--fields",
+        metavar="DIR",
+        help="fields and templates folder (default: bioknow/templates, shipped in the package)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        metavar="NAME_OR_PATH",
+        help="a Hugging Face tokenizer (tokenizer.json, a folder holding one, or a hub name) "
+        "instead of the default byte-level BPE trained on the fields",
+    )
+    p.add_argument(
+        "--vocab-size",
+        metavar="V",
+        help="size of the default byte-level BPE (default 4096; years stay single tokens "
+        "only when it is large). A small one keeps a tiny model's embedding and "
+        "output layer small, e.g. for bioD",
+    )
+    p.add_argument(
+        "--sample",
+        default=dataset.DEFAULT_SAMPLE,
+        help="bioS: renderings stored for inspection (default %(default)s)",
+    )
+    for letter, meaning in (
+        ("k", "attributes K"),
+        ("c", "chunks per value C"),
+        ("d", "diversity set size D"),
+        ("l", "tokens per chunk L"),
+        ("t", "alphabet size T"),
+    ):
+        p.add_argument(f"--{letter}", help=f"bioD: {meaning}")
+    p.add_argument(
+        "--renderings",
+        default=40,
+        help="bioR-style: fixed renderings per person (at most 40)",
+    )
+    p.add_argument(
+        "--rewriter",
+        metavar="PATH",
+        help="bioR-style: a local transformers "
+        "causal LM that rewrites each biography (kept only if every value is there)",
+    )
+    outputs(p, "print the manifest as JSON", "replace an existing dataset")
+
+
 def cmd_generate(args) -> int:
     manifest = dataset.generate(
         args.variant,
@@ -72,28 +153,29 @@ def cmd_generate(args) -> int:
         overwrite=args.overwrite,
         progress=True,
     )
-    print(json.dumps(manifest) if args.json else summary(manifest, f"written to {args.out}"))
+    where = f"written to {args.out}"
+    print(json.dumps(manifest) if args.json else dataset_summary(manifest, where))
     return 0
 
 
-def run_info(run: Path, verify: bool = False) -> dict:
-    """What a run folder holds: its config, how far it got, and its evaluations, each
-    checked against the run's integrity.json (with `verify`, every file)."""
-    from bioknow import integrity, runfolder
+# info
 
-    checked = runfolder.verify(run) if verify else None
-    config = runfolder.read_config(run)
-    state = runfolder.read_state(run)
-    files = integrity.load_record(run)
-    evals = {
-        name: integrity.read_run_json(run, name)
-        for name in sorted(files)
-        if name.startswith("eval") and name.endswith(".json")
-    }
-    info = {"path": str(run), "config": config, "state": state, "evals": evals}
-    if checked is not None:
-        info["verified"] = checked
-    return info
+
+def people_evaluated(report: dict) -> str:
+    if report["people"] >= report["N"]:
+        return f"all {report['N']:,} people"
+    return f"{report['people']:,} of {report['N']:,} people"
+
+
+def report_line(name: str, report: dict) -> str:
+    """One evaluation report in a line: which people, R against Rmax, bits."""
+    line = (
+        f"{name}: {people_evaluated(report)}, R {report['R']:.4f} of Rmax "
+        f"{report['R_max']:.4f}, bits {report['bits']:,.0f} of {report['bits_max']:,.0f}"
+    )
+    if "R_ci95" in report:
+        line += f" (R 95% CI {report['R_ci95'][0]:.4f} .. {report['R_ci95'][1]:.4f})"
+    return line
 
 
 def run_summary(info: dict) -> str:
@@ -109,20 +191,39 @@ def run_summary(info: dict) -> str:
     ]
     if state.get("loss") is not None:
         lines.append(f"  loss         {state['loss']:.4f} (last logged)")
-    for name, report in info["evals"].items():
-        lines.append(
-            f"  {name:12s} R {report['R']:.4f} of Rmax {report['R_max']:.4f}, "
-            f"bits {report['bits']:,.0f} of {report['bits_max']:,.0f}"
-        )
+    reports = [report_line(name, report) for name, report in info["evals"].items()]
+    for i, line in enumerate(reports or ["none yet (bioknow eval RUN)"]):
+        lines.append(f"  {'reports' if i == 0 else '':12s} {line}")
     if "verified" in info:
         lines.append(f"  checksums    all match ({info['verified']['files']} files)")
     return "\n".join(lines)
+
+
+def info_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "info",
+        cmd_info,
+        help="what a dataset or run folder holds",
+        description="Summarize a dataset folder (variant, N, knowledge bits, tokens, files) "
+        "or a run folder (model, P, progress, recipe, evaluation reports).",
+    )
+    p.add_argument("dir", help="dataset or run folder")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="check every file against its recorded checksum (manifest.json of a dataset, "
+        "integrity.json of a run); exit 2 naming the files that differ",
+    )
+    outputs(p, "print one JSON object")
 
 
 def cmd_info(args) -> int:
     for note in atomic.recover(Path(args.dir)):
         print(f"bioknow: {note}", file=sys.stderr)
     if (Path(args.dir) / "config.json").is_file():
+        from bioknow.runfolder import info as run_info
+
         info = run_info(Path(args.dir), verify=args.verify)
         print(json.dumps(info) if args.json else run_summary(info))
         return 0
@@ -139,10 +240,33 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print(summary(manifest, str(args.dir)))
+        print(dataset_summary(manifest, str(args.dir)))
         if args.verify:
             print(f"  checksums    all match ({len(manifest['files'])} files)")
     return 0
+
+
+# corpus
+
+
+def corpus_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "corpus",
+        cmd_corpus,
+        help="write the exact training token stream as shards for other trainers",
+        description="Materialize the exposure-exact stream bioknow trains on (every person "
+        "exactly E times, a fresh order per round, 512-token windows): flat token and label "
+        "kind .bin shards with a JSON header, or parquet rows of windows in the Hugging Face "
+        "causal-LM layout (input_ids, attention_mask, labels; label_kinds apart). Resumes a "
+        "stopped run.",
+    )
+    p.add_argument("dir", help="dataset folder")
+    p.add_argument("--exposures", required=True, help="exposures E")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", choices=["bin", "parquet"], default="bin", help="shard format")
+    p.add_argument("--seed", default=0, help="order seed (as train's --seed)")
+    outputs(p, "print the header as JSON", "replace an existing corpus")
 
 
 def cmd_corpus(args) -> int:
@@ -166,6 +290,84 @@ def cmd_corpus(args) -> int:
             f"{len(header['shards'])} {args.format} shard(s) in {args.out}"
         )
     return 0
+
+
+# train
+
+
+def train_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "train",
+        cmd_train,
+        help="train a model for an exact number of exposures",
+        description="Train a model on a dataset folder for E exposures (every person exactly "
+        "E times). Steps follow from E, the batch and the 512-token window. The recipe "
+        "(lr, weight decay, batch) defaults to the paper's table row nearest to N and E "
+        "(Part 3.3, App. A); each part can be overridden. Under torchrun, trains with DDP on "
+        "every rank. Ctrl-C or SIGTERM writes a checkpoint; --resume continues from it.",
+    )
+    p.add_argument("--data", metavar="DIR", help="dataset folder")
+    p.add_argument(
+        "--model",
+        help="gpt2-L-H, llama-L-H, mistral-L-H, gpt2-mlp4-L-H, "
+        "gpt2-nomlp-L-H or gpt2-moe-L-H (L layers, H heads, hidden 64H)",
+    )
+    p.add_argument("--exposures", help="exposures E per person")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder")
+    p.add_argument(
+        "--batch",
+        metavar="WINDOWS",
+        help="windows of 512 tokens per optimizer step, over all ranks (default: the recipe's)",
+    )
+    p.add_argument("--lr", help="peak learning rate")
+    p.add_argument("--wd", help="weight decay")
+    p.add_argument(
+        "--warmup",
+        help="warmup steps (default: 1000, or a tenth of a run shorter than 10,000 steps)",
+    )
+    p.add_argument("--seed", help="init and data-order seed (default 0)")
+    p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument(
+        "--junk-fraction",
+        metavar="F",
+        help="share F of the 512-token windows filled with junk biographies (the paper's "
+        "junk-data mixtures)",
+    )
+    p.add_argument(
+        "--junk-n",
+        metavar="N2",
+        help="people of the junk bioS(N2) population, computed per person, never stored "
+        "(1e8: random junk, 1000: repetitive junk)",
+    )
+    p.add_argument(
+        "--useful-prefix",
+        metavar="TOKEN",
+        help="a special token (added to the tokenizer) that opens every useful biography",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile the model (default: on CUDA, and on the CPU for runs of at "
+        "least 2000 steps, where it repays its cost)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["bf16", "float32"],
+        help="bf16 autocast (default on CUDA and on CPUs with native bf16) or float32",
+    )
+    p.add_argument("--log-every", help="steps per metrics line (default 50)")
+    p.add_argument(
+        "--checkpoint-every",
+        help="steps between checkpoints (default 1000; one is also written at the end)",
+    )
+    p.add_argument(
+        "--stop-after",
+        metavar="STEPS",
+        help="checkpoint and stop after this many steps (continue with --resume)",
+    )
+    outputs(p, "print config and state as JSON", "replace an existing run")
 
 
 def cmd_train(args) -> int:
@@ -217,6 +419,9 @@ def cmd_train(args) -> int:
     return 0
 
 
+# eval
+
+
 def bits_table(report: dict) -> str:
     """The evaluation report for people: bits, R against Rmax, per-attribute figures."""
     who = report.get("model") or report.get("hf_model")
@@ -224,7 +429,7 @@ def bits_table(report: dict) -> str:
     if "step" in report:
         head += f", {report['exposures']} exposures, step {report['step']:,} of {report['steps']:,}"
     lines = [
-        head + f": {report['people']:,} people evaluated",
+        head + f": {people_evaluated(report)} evaluated",
         f"  P            {report['P']:,} (total {report['P_total']:,}, "
         f"non-embedding {report['P_nonembedding']:,})",
         f"  p1, p2{', p3' if 'p3' in report else '    '}   "
@@ -248,7 +453,65 @@ def bits_table(report: dict) -> str:
     for name, a in report["attributes"].items():
         bits = f"{a['bits']:,.0f}" if "bits" in a else "(not counted)"
         lines.append(f"  {name:12s} {bits:>12s} {a['loss']:8.4f} {a['accuracy']:9.3f}")
+    where = Path(report["run"]) / report["report"] if "run" in report else report["report"]
+    lines.append(f"  report       {where}")
     return "\n".join(lines)
+
+
+def eval_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "eval",
+        cmd_eval,
+        help="how many bits of knowledge a trained model stores",
+        description="Sum per-token losses on the name and value tokens of every biography "
+        "(or a seeded sample, with a bootstrap 95% interval) and report p1, p2, bits, "
+        "R = bits / P against Rmax (Part 3.3, Def. 4.1 and 4.3), per-attribute bits and "
+        "greedy-decoding accuracy. Writes the report into the run folder, named by what it "
+        "is: eval.json (every person), eval-people20-seed0.json (a sample), eval-int8.json "
+        "(quantized), ...; with --hf-model, beside the model (or to --out).",
+    )
+    p.add_argument("run", nargs="?", help="run folder")
+    p.add_argument(
+        "--hf-model",
+        metavar="PATH",
+        help="a local transformers causal LM trained on a bioknow corpus, instead of a run",
+    )
+    p.add_argument("--data", metavar="DIR", help="with --hf-model: the dataset folder")
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="with --hf-model: the report file (default: in the model's folder, named as a "
+        "run's report)",
+    )
+    p.add_argument(
+        "--people",
+        default=None,
+        metavar="all|K",
+        help="evaluate all people (default) or a seeded sample of K",
+    )
+    p.add_argument("--seed", default=0, help="sample, bootstrap and GPTQ calibration seed")
+    p.add_argument(
+        "--quantize",
+        choices=["none", "int8", "int4"],
+        default="none",
+        help="post-training weight quantization (reports R before and after)",
+    )
+    p.add_argument(
+        "--method",
+        choices=["gptq", "rtn"],
+        default="gptq",
+        help="GPTQ calibrated on 1000 biographies, or round-to-nearest",
+    )
+    p.add_argument(
+        "--eval-batch",
+        default=64,
+        metavar="BIOGRAPHIES",
+        help="biographies per forward pass (default 64)",
+    )
+    p.add_argument("--batch", dest="eval_batch", help=argparse.SUPPRESS)  # the old spelling
+    p.add_argument("--device", help=DEVICE_HELP)
+    outputs(p, "print the report as one JSON object")
 
 
 def cmd_eval(args) -> int:
@@ -257,22 +520,49 @@ def cmd_eval(args) -> int:
     common = dict(
         people=args.people,
         seed=args.seed,
-        batch=args.batch,
+        eval_batch=args.eval_batch,
         device=args.device,
         progress=True,
     )
     if args.hf_model:
         if not args.data or args.run:
             raise InputError("--hf-model needs --data DIR and no run folder")
-        report = evaluate.evaluate_hf(args.hf_model, args.data, **common)
+        if args.quantize != "none":
+            raise InputError("--quantize goes with a run folder, not with --hf-model")
+        report = evaluate.evaluate_hf(args.hf_model, args.data, out=args.out, **common)
     else:
         if not args.run:
             raise InputError("eval needs a run folder (or --hf-model PATH --data DIR)")
+        for option, value in (("--data", args.data), ("--out", args.out)):
+            if value is not None:
+                raise InputError(
+                    f"{option} goes with --hf-model; a run knows its dataset and keeps its "
+                    "reports in its folder"
+                )
         report = evaluate.evaluate_run(
             args.run, quantize=args.quantize, method=args.method, **common
         )
     print(json.dumps(report) if args.json else bits_table(report))
     return 0
+
+
+# export
+
+
+def export_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "export",
+        cmd_export,
+        help="write a finished run as a Hugging Face transformers checkpoint",
+        description="Export a finished run with its tokenizer: gpt2 and gpt2-mlp4 as "
+        "GPTNeoXForCausalLM, llama as LlamaForCausalLM, mistral as MistralForCausalLM. "
+        "AutoModelForCausalLM.from_pretrained(OUT) then gives the same logits; "
+        "bioknow eval --hf-model OUT --data DATA evaluates it.",
+    )
+    p.add_argument("run", help="run folder")
+    p.add_argument("--out", required=True, help="output folder")
+    outputs(p, "print a JSON summary", "replace an existing export")
 
 
 def cmd_export(args) -> int:
@@ -284,6 +574,36 @@ def cmd_export(args) -> int:
     else:
         print(f"{summary['class']} with P = {summary['params']['P']:,} written to {args.out}")
     return 0
+
+
+# sweep
+
+
+def sweep_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "sweep",
+        cmd_sweep,
+        help="train and evaluate a grid of datasets x models x exposures",
+        description="Run a YAML or JSON grid (datasets, models, exposures, recipe overrides, "
+        "seeds, quantize): datasets are generated once and shared, each point trains and "
+        "evaluates in its own run folder, results go to runs.parquet and runs.csv (the "
+        "column `report` names the evaluation report each row is read from). Running it "
+        "again skips finished points, resumes interrupted ones and retries failed ones. "
+        "See scripts/sweep-cpu.yaml.",
+    )
+    p.add_argument("config", help="sweep config (YAML or JSON)")
+    p.add_argument("--out", required=True, help="sweep folder")
+    p.add_argument(
+        "--device", choices=["cpu", "cuda"], help="default: one slot per GPU if any, else the CPU"
+    )
+    p.add_argument("--per-gpu", default=1, help="runs sharing each GPU")
+    p.add_argument(
+        "--cpu-slots",
+        default=1,
+        help="runs at once on the CPU, each with an equal share of the cores (default 1)",
+    )
+    outputs(p, "print the result rows as JSON")
 
 
 def cmd_sweep(args) -> int:
@@ -307,10 +627,33 @@ def cmd_sweep(args) -> int:
     )
     for r in rows:
         if r["status"] == "done" and "R" in r:
-            print(f"  {r['point']} [{r['quantize']}]: R {r['R']:.4f} of Rmax {r['R_max']:.4f}")
+            print(f"  {r['point']} [{r['report']}]: R {r['R']:.4f} of Rmax {r['R_max']:.4f}")
     for r in failed:
         print(f"  FAILED {r['point']}: {r['error']}")
     return 1 if failed else 0
+
+
+# plot
+
+
+def plot_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "plot",
+        cmd_plot,
+        help="Figure-1 style plots of a sweep",
+        description="Plot a sweep's runs.parquet. capacity (default): bits stored against P "
+        "on log-log axes, one colour per N, lines at 1 and 2 bits per parameter and each N's "
+        "maximum bits, beside R against P. exposures: R against exposures. architecture: R "
+        "against P per model family. quantized: R against P per quantization setting.",
+    )
+    p.add_argument("dir", help="sweep folder (holding runs.parquet)")
+    p.add_argument("--out", required=True, help="figure file to write: .png, .pdf or .svg")
+    p.add_argument(
+        "--kind", default="capacity", choices=["capacity", "exposures", "architecture", "quantized"]
+    )
+    p.add_argument("--dpi", default=150, help="resolution, 50 to 1200")
+    outputs(p, "print a JSON summary")
 
 
 def cmd_plot(args) -> int:
@@ -325,6 +668,27 @@ def cmd_plot(args) -> int:
     return 0
 
 
+# fit
+
+
+def fit_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "fit",
+        cmd_fit,
+        help="scaling-law fits of a sweep, with bootstrap intervals",
+        description="Fit a sweep's runs.parquet: the capacity law bits = min(R* P, bits_max) "
+        "with each N's peak R; power laws (and with offset) of --metric against --against per "
+        "N; Kaplan's L(N) and L(N, S); Chinchilla's E + A/N^alpha + B/D^beta (summed Huber on "
+        "log residuals, L-BFGS from many starts). 95% bootstrap intervals; a fit that did "
+        "not converge says so. Writes DIR/fit.json and DIR/report.md.",
+    )
+    p.add_argument("dir", help="sweep folder (holding runs.parquet)")
+    p.add_argument("--metric", help="column to fit as a power law (default bits)")
+    p.add_argument("--against", help="column it is a power of (default P)")
+    outputs(p, "print fit.json's content")
+
+
 def cmd_fit(args) -> int:
     from bioknow import fit
 
@@ -336,274 +700,29 @@ def cmd_fit(args) -> int:
     return 0
 
 
+SUBCOMMANDS = (
+    generate_parser,
+    info_parser,
+    train_parser,
+    eval_parser,
+    export_parser,
+    sweep_parser,
+    plot_parser,
+    fit_parser,
+    corpus_parser,
+)
+
+
 def build_parser() -> Parser:
-    parser = Parser(prog="bioknow", description=__doc__.splitlines()[0] + " See README.md.")
+    parser = Parser(
+        prog="bioknow",
+        description="How many bits of knowledge a language model stores, per parameter "
+        "(Physics of Language Models, Part 3.3). See README.md.",
+    )
     parser.add_argument("--version", action="version", version=f"bioknow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    gen = commands.add_parser(
-        "generate",
-        help="write a synthetic biography dataset folder",
-        description="Generate N made-up people and their biographies (SPEC section 2). "
-        "bioS renders a fresh biography at every exposure (a sample is stored for "
-        "inspection); bioS-simple stores one fixed rendering per person.",
-    )
-    gen.add_argument("variant", choices=list(dataset.VARIANTS), help="dataset variant")
-    gen.add_argument("--n", required=True, help="number of people, e.g. 1e5")
-    gen.add_argument("--seed", default=0, help="random seed (default 0)")
-    gen.add_argument("--out", required=True, help="output folder (must be new or empty)")
-    gen.add_argument(
-        "--fields",
-        metavar="DIR",
-        help="fields and templates folder (default: bioknow/templates, shipped in the package)",
-    )
-    gen.add_argument(
-        "--tokenizer",
-        metavar="NAME_OR_PATH",
-        help="a Hugging Face tokenizer (tokenizer.json, a folder holding one, or a hub name) "
-        "instead of the default byte-level BPE trained on the fields",
-    )
-    gen.add_argument(
-        "--vocab-size",
-        metavar="V",
-        help="size of the default byte-level BPE (default 4096; years stay single tokens "
-        "only when it is large). A small one keeps a tiny model's embedding and "
-        "output layer small, e.g. for bioD",
-    )
-    gen.add_argument(
-        "--sample",
-        default=dataset.DEFAULT_SAMPLE,
-        help="bioS: renderings stored for inspection (default %(default)s)",
-    )
-    for letter, meaning in (
-        ("k", "attributes K"),
-        ("c", "chunks per value C"),
-        ("d", "diversity set size D"),
-        ("l", "tokens per chunk L"),
-        ("t", "alphabet size T"),
-    ):
-        gen.add_argument(f"--{letter}", help=f"bioD: {meaning}")
-    gen.add_argument(
-        "--renderings",
-        default=40,
-        help="bioR-style: fixed renderings per person (at most 40)",
-    )
-    gen.add_argument(
-        "--rewriter",
-        metavar="PATH",
-        help="bioR-style: a local transformers "
-        "causal LM that rewrites each biography (kept only if every value is there)",
-    )
-    gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    gen.add_argument("--json", action="store_true", help="print the manifest as JSON")
-    gen.set_defaults(func=cmd_generate)
-
-    info = commands.add_parser(
-        "info",
-        help="what a dataset or run folder holds",
-        description="Summarize a dataset folder (variant, N, knowledge bits, tokens, files) "
-        "or a run folder (model, P, progress, recipe, evaluations).",
-    )
-    info.add_argument("dir", help="dataset or run folder")
-    info.add_argument("--json", action="store_true", help="print one JSON object")
-    info.add_argument(
-        "--verify",
-        action="store_true",
-        help="check every file against its recorded checksum (manifest.json of a dataset, "
-        "integrity.json of a run); exit 2 naming the files that differ",
-    )
-    info.set_defaults(func=cmd_info)
-
-    tr = commands.add_parser(
-        "train",
-        help="train a model for an exact number of exposures",
-        description="Train a model on a dataset folder for E exposures (every person exactly "
-        "E times). Steps follow from E, the batch and the 512-token window. The recipe "
-        "(lr, weight decay, batch) defaults to the paper's table row nearest to N and E; "
-        "each part can be overridden. Under torchrun, trains with DDP on every rank. "
-        "Ctrl-C or SIGTERM writes a checkpoint; --resume continues from it.",
-    )
-    tr.add_argument("--data", metavar="DIR", help="dataset folder")
-    tr.add_argument(
-        "--model",
-        help="gpt2-L-H, llama-L-H, mistral-L-H, gpt2-mlp4-L-H, "
-        "gpt2-nomlp-L-H or gpt2-moe-L-H (L layers, H heads, hidden 64H)",
-    )
-    tr.add_argument("--exposures", help="exposures E per person")
-    tr.add_argument("--out", required=True, metavar="RUN", help="run folder")
-    tr.add_argument("--batch", help="global batch in 512-token windows")
-    tr.add_argument("--lr", help="peak learning rate")
-    tr.add_argument("--wd", help="weight decay")
-    tr.add_argument(
-        "--warmup",
-        help="warmup steps (default: 1000, or a tenth of a run shorter than 10,000 steps)",
-    )
-    tr.add_argument("--seed", help="init and data-order seed (default 0)")
-    tr.add_argument("--device", help="cpu, cuda or cuda:K (default: cuda if available)")
-    tr.add_argument(
-        "--junk-fraction",
-        metavar="F",
-        help="share F of the 512-token windows filled with junk biographies (SPEC 2.4)",
-    )
-    tr.add_argument(
-        "--junk-n",
-        metavar="N2",
-        help="people of the junk bioS(N2) population, computed per person, never stored "
-        "(1e8: random junk, 1000: repetitive junk)",
-    )
-    tr.add_argument(
-        "--useful-prefix",
-        metavar="TOKEN",
-        help="a special token (added to the tokenizer) that opens every useful biography",
-    )
-    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
-    tr.add_argument("--overwrite", action="store_true", help="replace an existing run")
-    tr.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        help="torch.compile the model (default: on CUDA, and on the CPU for runs of at "
-        "least 2000 steps, where it repays its cost)",
-    )
-    tr.add_argument(
-        "--precision",
-        choices=["bf16", "float32"],
-        help="bf16 autocast (default on CUDA and on CPUs with native bf16) or float32",
-    )
-    tr.add_argument("--log-every", help="steps per metrics line (default 50)")
-    tr.add_argument(
-        "--checkpoint-every",
-        help="steps between checkpoints (default 1000; one is also written at the end)",
-    )
-    tr.add_argument(
-        "--stop-after",
-        metavar="STEPS",
-        help="checkpoint and stop after this many steps (continue with --resume)",
-    )
-    tr.add_argument("--json", action="store_true", help="print config and state as JSON")
-    tr.set_defaults(func=cmd_train)
-
-    ev = commands.add_parser(
-        "eval",
-        help="how many bits of knowledge a trained model stores",
-        description="Sum per-token losses on the name and value tokens of every biography "
-        "(or a seeded sample, with a bootstrap 95%% interval) and report p1, p2, bits, "
-        "R = bits / P against Rmax, per-attribute bits and greedy-decoding accuracy. "
-        "Writes RUN/eval.json (eval-int8.json, ... with --quantize).",
-    )
-    ev.add_argument("run", nargs="?", help="run folder")
-    ev.add_argument(
-        "--hf-model",
-        metavar="PATH",
-        help="a local transformers causal LM trained on a bioknow corpus, instead of a run",
-    )
-    ev.add_argument("--data", metavar="DIR", help="with --hf-model: the dataset folder")
-    ev.add_argument(
-        "--people",
-        default=None,
-        metavar="all|K",
-        help="evaluate all people (default) or a seeded sample of K",
-    )
-    ev.add_argument("--seed", default=0, help="sample and bootstrap seed")
-    ev.add_argument(
-        "--quantize",
-        choices=["none", "int8", "int4"],
-        default="none",
-        help="post-training weight quantization (reports R before and after)",
-    )
-    ev.add_argument(
-        "--method",
-        choices=["gptq", "rtn"],
-        default="gptq",
-        help="GPTQ calibrated on 1000 biographies, or round-to-nearest",
-    )
-    ev.add_argument("--batch", default=64, help="biographies per batch")
-    ev.add_argument("--device", help="cpu, cuda or cuda:K (default: cuda if available)")
-    ev.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    ev.set_defaults(func=cmd_eval)
-
-    ex = commands.add_parser(
-        "export",
-        help="write a finished run as a Hugging Face transformers checkpoint",
-        description="Export a finished run with its tokenizer: gpt2 and gpt2-mlp4 as "
-        "GPTNeoXForCausalLM, llama as LlamaForCausalLM, mistral as MistralForCausalLM. "
-        "AutoModelForCausalLM.from_pretrained(OUT) then gives the same logits.",
-    )
-    ex.add_argument("run", help="run folder")
-    ex.add_argument("--out", required=True, help="output folder")
-    ex.add_argument("--overwrite", action="store_true", help="replace an existing export")
-    ex.add_argument("--json", action="store_true", help="print a JSON summary")
-    ex.set_defaults(func=cmd_export)
-
-    sw = commands.add_parser(
-        "sweep",
-        help="train and evaluate a grid of datasets x models x exposures",
-        description="Run a YAML or JSON grid (datasets, models, exposures, recipe overrides, "
-        "seeds, quantize): datasets are generated once and shared, each point trains and "
-        "evaluates in its own run folder, results go to runs.parquet and runs.csv. Running "
-        "it again skips finished points, resumes interrupted ones and retries failed ones. "
-        "See scripts/sweep-cpu.yaml.",
-    )
-    sw.add_argument("config", help="sweep config (YAML or JSON)")
-    sw.add_argument("--out", required=True, help="sweep folder")
-    sw.add_argument(
-        "--device", choices=["cpu", "cuda"], help="default: one slot per GPU if any, else the CPU"
-    )
-    sw.add_argument("--per-gpu", default=1, help="runs sharing each GPU")
-    sw.add_argument(
-        "--cpu-slots",
-        default=1,
-        help="runs at once on the CPU, each with an equal share of the cores (default 1)",
-    )
-    sw.add_argument("--json", action="store_true", help="print the result rows as JSON")
-    sw.set_defaults(func=cmd_sweep)
-
-    pl = commands.add_parser(
-        "plot",
-        help="Figure-1 style plots of a sweep",
-        description="Plot a sweep's runs.parquet. capacity (default): bits stored against P "
-        "on log-log axes, one colour per N, lines at 1 and 2 bits per parameter and each N's "
-        "maximum bits, beside R against P. exposures: R against exposures. architecture: R "
-        "against P per model family. quantized: R against P per quantization setting.",
-    )
-    pl.add_argument("dir", help="sweep folder (holding runs.parquet)")
-    pl.add_argument("--out", required=True, help="figure file to write: .png, .pdf or .svg")
-    pl.add_argument(
-        "--kind", default="capacity", choices=["capacity", "exposures", "architecture", "quantized"]
-    )
-    pl.add_argument("--dpi", default=150, help="resolution, 50 to 1200")
-    pl.add_argument("--json", action="store_true", help="print a JSON summary")
-    pl.set_defaults(func=cmd_plot)
-
-    ft = commands.add_parser(
-        "fit",
-        help="scaling-law fits of a sweep, with bootstrap intervals",
-        description="Fit a sweep's runs.parquet: the capacity law bits = min(R* P, bits_max) "
-        "with each N's peak R; power laws (and with offset) of --metric against --against per "
-        "N; Kaplan's L(N) and L(N, S); Chinchilla's E + A/N^alpha + B/D^beta (summed Huber on "
-        "log residuals, L-BFGS from many starts). 95%% bootstrap intervals; a fit that did "
-        "not converge says so. Writes DIR/fit.json and DIR/report.md.",
-    )
-    ft.add_argument("dir", help="sweep folder (holding runs.parquet)")
-    ft.add_argument("--metric", help="column to fit as a power law (default bits)")
-    ft.add_argument("--against", help="column it is a power of (default P)")
-    ft.add_argument("--json", action="store_true", help="print fit.json's content")
-    ft.set_defaults(func=cmd_fit)
-
-    cor = commands.add_parser(
-        "corpus",
-        help="write the exact training token stream as shards for other trainers",
-        description="Materialize the exposure-exact stream bioknow trains on (every person "
-        "exactly E times, a fresh order per round, 512-token windows): flat token and label "
-        ".bin shards with a JSON header, or parquet rows of windows. Resumes a stopped run.",
-    )
-    cor.add_argument("dir", help="dataset folder")
-    cor.add_argument("--exposures", required=True, help="exposures E")
-    cor.add_argument("--out", required=True, help="output folder")
-    cor.add_argument("--format", choices=["bin", "parquet"], default="bin", help="shard format")
-    cor.add_argument("--seed", default=0, help="order seed (as train's --seed)")
-    cor.add_argument("--overwrite", action="store_true", help="replace an existing corpus")
-    cor.add_argument("--json", action="store_true", help="print the header as JSON")
-    cor.set_defaults(func=cmd_corpus)
+    for add in SUBCOMMANDS:
+        add(commands)
     return parser
 
 

@@ -35,7 +35,6 @@ import yaml
 
 from bioknow import atomic, dataset, integrity, process, runfolder, validate
 from bioknow.errors import InputError
-from bioknow.evaluate import eval_file
 from bioknow.model import ModelConfig
 from bioknow.progress import Progress
 
@@ -236,9 +235,16 @@ def recorded(run: Path) -> dict:
         return {}
 
 
-def point_done(run: Path, quantize: list[str]) -> bool:
-    names = ["model.safetensors", *(eval_file(q, "gptq") for q in quantize)]
-    return all(n in recorded(run) for n in names)
+def report_of(point: Point, config: dict, quantize: str) -> str:
+    """The report a point's evaluation writes for one quantization setting (all people,
+    or the sample the config's `eval: {people: K}` asks for, seed 0)."""
+    people = (config.get("eval") or {}).get("people")
+    return runfolder.report_name(point.data["n"], people, 0, quantize)
+
+
+def point_done(point: Point, sweep: Path, config: dict, quantize: list[str]) -> bool:
+    names = ["model.safetensors", *(report_of(point, config, q) for q in quantize)]
+    return all(n in recorded(sweep / "runs" / point.id) for n in names)
 
 
 def commands(point: Point, sweep: Path, config: dict) -> list[list[str]]:
@@ -273,7 +279,7 @@ def commands(point: Point, sweep: Path, config: dict) -> list[list[str]]:
     out = [] if "model.safetensors" in done else [train]
     evaluation = config.get("eval") or {}
     for q in quantize_settings(config):
-        if eval_file(q, "gptq") not in done:
+        if report_of(point, config, q) not in done:
             cmd = [*bioknow, "eval", str(run), "--quantize", q]
             if evaluation.get("people") not in (None, "all"):
                 cmd += ["--people", str(evaluation["people"])]
@@ -302,9 +308,11 @@ def run_point(point: Point, sweep: Path, config: dict, env: dict) -> str | None:
     return error
 
 
-def row(point: Point, sweep: Path, quantize: str, error: str | None) -> dict:
-    """One results row: the point, the resolved config, the eval report, speed."""
+def row(point: Point, sweep: Path, config: dict, quantize: str, error: str | None) -> dict:
+    """One results row: the point, the resolved config, the eval report (named in
+    `report`), speed."""
     run = sweep / "runs" / point.id
+    report = report_of(point, config, quantize)
     out = {
         "point": point.id,
         "status": "failed" if error else "done",
@@ -317,17 +325,18 @@ def row(point: Point, sweep: Path, quantize: str, error: str | None) -> dict:
         "model": point.model,
         "seed": point.seed,
         "quantize": quantize,
+        "report": report,
     }
     try:
-        out.update({k: v for k, v in run_columns(run, quantize).items() if k not in out})
+        out.update({k: v for k, v in run_columns(run, report).items() if k not in out})
     except InputError as e:  # a damaged run: its row says so, never a wrong number
         out.update(status="failed", error=str(e))
     return out
 
 
-def run_columns(run: Path, quantize: str) -> dict:
-    """A run's columns: its resolved config, progress and evaluation report, each file
-    checked against the run's integrity.json."""
+def run_columns(run: Path, report: str) -> dict:
+    """A run's columns: its resolved config, progress and the evaluation report of that
+    name, each file checked against the run's integrity.json."""
     out = {}
     if not (run / "config.json").is_file():
         return out
@@ -354,10 +363,9 @@ def run_columns(run: Path, quantize: str) -> dict:
             wall_s=seconds,
             tokens_per_s=state["tokens"] / seconds if seconds else None,
         )
-    name = eval_file(quantize, "gptq")
-    if name in recorded(run):
-        report = integrity.read_run_json(run, name)
-        for key, value in report.items():
+    if report in recorded(run):
+        evaluation = integrity.read_run_json(run, report)
+        for key, value in evaluation.items():
             if key == "attributes":
                 for attribute, figures in value.items():
                     for figure, number in figures.items():
@@ -368,7 +376,7 @@ def run_columns(run: Path, quantize: str) -> dict:
                 out[key] = value
             elif isinstance(value, list) and key.endswith("_ci95"):
                 out[f"{key}_low"], out[f"{key}_high"] = value
-        out["accuracy"] = mean_accuracy(report["attributes"])
+        out["accuracy"] = mean_accuracy(evaluation["attributes"])
     return out
 
 
@@ -452,7 +460,7 @@ def run_sweep(
 
     quantize = quantize_settings(config)
     errors: dict[str, str | None] = {}
-    pending = [p for p in grid if not point_done(sweep / "runs" / p.id, quantize)]
+    pending = [p for p in grid if not point_done(p, sweep, config, quantize)]
     pending.sort(key=cost, reverse=True)
     lock = threading.Lock()
     running: set[str] = set()
@@ -493,7 +501,7 @@ def run_sweep(
         with lock:
             bar.tick()
     bar.close()
-    rows = [row(p, sweep, q, errors.get(p.id)) for p in grid for q in quantize]
+    rows = [row(p, sweep, config, q, errors.get(p.id)) for p in grid for q in quantize]
     write_table(sweep, rows)
     atomic.write_json(
         sweep / "sweep.json",

@@ -213,8 +213,9 @@ EVAL = {
     "seed": SEED,
     "quantize": Choice(("none", "int8", "int4")),
     "method": Choice(("gptq", "rtn")),
-    "batch": Number(1, 1 << 16),
+    "eval_batch": Number(1, 1 << 16),
     "device": Device(),
+    "out": OutPath(file=True),
 }
 CORPUS = {
     "exposures": Number(1, MAX_EXPOSURES),

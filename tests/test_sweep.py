@@ -41,6 +41,7 @@ def test_grid_runs_end_to_end(done):
         assert r["tokens_per_s"] > 0 and r["wall_s"] > 0 and r["steps"] > 0
         assert json.loads(r["config"])["model"]["name"] == r["model"]
         assert "birth_date_accuracy" in r
+        assert r["report"] == "eval.json" and r["people"] == r["n"]
     assert (done / "s" / "runs.csv").read_text().startswith('"point","status"')
     assert len(list((done / "s" / "data").iterdir())) == 1  # one dataset, shared
 
@@ -163,4 +164,7 @@ def test_the_capacity_grid_runs_shortened(tmp_path, monkeypatch, capsys):
     rows = table.to_pylist()
     assert len(rows) == 4 and {r["variant"] for r in rows} == {"bioD"}
     assert all(r["R_ci95_low"] <= r["R_ci95_high"] and 0 <= r["accuracy"] <= 1 for r in rows)
+    assert {(r["report"], r["people"]) for r in rows} == {("eval-people20-seed0.json", 20)}
+    for run in (out / "runs").iterdir():  # the sample's report; no full evaluation made
+        assert (run / "eval-people20-seed0.json").is_file() and not (run / "eval.json").exists()
     assert (out / "fit.json").is_file() and (tmp_path / "capacity.png").stat().st_size > 0
