@@ -156,11 +156,15 @@ def check_config(config: dict) -> dict:
 
 
 def load_config(path) -> dict:
-    """A YAML or JSON grid (JSON is YAML), checked."""
-    try:
-        config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise InputError(f"{path}: unreadable sweep config ({str(e).splitlines()[0]})") from None
+    """A grid from a YAML or JSON file (JSON is YAML), or given as a mapping, checked."""
+    if isinstance(path, dict):
+        config, path = path, "sweep config"
+    else:
+        try:
+            config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            first = str(e).splitlines()[0]
+            raise InputError(f"{path}: unreadable sweep config ({first})") from None
     if not isinstance(config, dict):
         raise InputError(f"{path}: a sweep config is a mapping (datasets, models, exposures, ...)")
     unknown = set(config) - TOP_KEYS
@@ -420,7 +424,8 @@ def run_sweep(
     progress: bool = False,
     cpu_slots: int = 1,
 ) -> list[dict]:
-    """Run (or continue) the sweep of `config_path` in `out`; return the results rows."""
+    """Run (or continue) the sweep of `config_path` (a YAML or JSON file, or the grid as
+    a mapping) in `out`; return the results rows."""
     validate.check(
         validate.SWEEP,
         {"out": out, "device": device, "per_gpu": per_gpu, "cpu_slots": cpu_slots},
