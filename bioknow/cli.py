@@ -32,6 +32,12 @@ def subcommand(commands, name: str, func, help: str, description: str) -> Parser
     return parser
 
 
+def options(args, *names: str) -> dict:
+    """Parsed options by name, for the function a handler calls (its keywords are named
+    as the options are)."""
+    return {name: getattr(args, name) for name in names}
+
+
 def outputs(parser: Parser, json_help: str, overwrite_help: str | None = None) -> None:
     """The options every subcommand ends with: --overwrite (where it replaces a folder)
     and --json."""
@@ -138,18 +144,15 @@ def generate_parser(commands) -> None:
 
 
 def cmd_generate(args) -> int:
+    biod = {k: v for k, v in options(args, *dataset.BIOD_KEYS).items() if v is not None}
     manifest = dataset.generate(
         args.variant,
         args.n,
         args.seed,
         args.out,
         fields_dir=args.fields,
-        tokenizer=args.tokenizer,
-        biod={k: getattr(args, k) for k in "kcdlt" if getattr(args, k) is not None} or None,
-        renderings=args.renderings,
-        rewriter=args.rewriter,
-        vocab_size=args.vocab_size,
-        sample=args.sample,
+        biod=biod or None,
+        **options(args, "tokenizer", "renderings", "rewriter", "vocab_size", "sample"),
         overwrite=args.overwrite,
         progress=True,
     )
@@ -373,27 +376,20 @@ def train_parser(commands) -> None:
 def cmd_train(args) -> int:
     from bioknow import train
 
+    recipe = options(args, "batch", "lr", "wd", "warmup", "seed", "compile", "precision")
+    junk = options(args, "junk_fraction", "junk_n", "useful_prefix")
+    cadence = options(args, "log_every", "checkpoint_every", "stop_after")
     state = train.train(
         args.data,
         args.model,
         args.exposures,
         args.out,
-        batch=args.batch,
-        lr=args.lr,
-        wd=args.wd,
-        warmup=args.warmup,
-        seed=args.seed,
+        **recipe,
+        **junk,
+        **cadence,
         device=args.device,
         resume=args.resume,
         overwrite=args.overwrite,
-        compile=args.compile,
-        precision=args.precision,
-        junk_fraction=args.junk_fraction,
-        junk_n=args.junk_n,
-        useful_prefix=args.useful_prefix,
-        log_every=args.log_every,
-        checkpoint_every=args.checkpoint_every,
-        stop_after=args.stop_after,
         progress=True,
     )
     if int(os.environ.get("RANK", "0")) != 0:
@@ -517,19 +513,15 @@ def eval_parser(commands) -> None:
 def cmd_eval(args) -> int:
     from bioknow import evaluate
 
-    common = dict(
-        people=args.people,
-        seed=args.seed,
-        eval_batch=args.eval_batch,
-        device=args.device,
-        progress=True,
-    )
+    common = options(args, "people", "seed", "eval_batch", "device")
     if args.hf_model:
         if not args.data or args.run:
             raise InputError("--hf-model needs --data DIR and no run folder")
         if args.quantize != "none":
             raise InputError("--quantize goes with a run folder, not with --hf-model")
-        report = evaluate.evaluate_hf(args.hf_model, args.data, out=args.out, **common)
+        report = evaluate.evaluate_hf(
+            args.hf_model, args.data, out=args.out, **common, progress=True
+        )
     else:
         if not args.run:
             raise InputError("eval needs a run folder (or --hf-model PATH --data DIR)")
@@ -540,7 +532,7 @@ def cmd_eval(args) -> int:
                     "reports in its folder"
                 )
         report = evaluate.evaluate_run(
-            args.run, quantize=args.quantize, method=args.method, **common
+            args.run, quantize=args.quantize, method=args.method, **common, progress=True
         )
     print(json.dumps(report) if args.json else bits_table(report))
     return 0
@@ -609,14 +601,8 @@ def sweep_parser(commands) -> None:
 def cmd_sweep(args) -> int:
     from bioknow import sweep
 
-    rows = sweep.run_sweep(
-        args.config,
-        args.out,
-        device=args.device,
-        per_gpu=args.per_gpu,
-        cpu_slots=args.cpu_slots,
-        progress=True,
-    )
+    placement = options(args, "device", "per_gpu", "cpu_slots")
+    rows = sweep.run_sweep(args.config, args.out, **placement, progress=True)
     if args.json:
         print(json.dumps(rows))
         return 0

@@ -345,20 +345,9 @@ def run_columns(run: Path, report: str) -> dict:
     if not (run / "config.json").is_file():
         return out
     config = runfolder.read_config(run)
-    model = config["model"]
-    out.update(
-        family=model["family"],
-        n_layer=model["n_layer"],
-        n_head=model["n_head"],
-        d_model=model["d_model"],
-        batch=config["batch"],
-        lr=config["lr"],
-        wd=config["wd"],
-        warmup=config["warmup"],
-        steps=config["steps"],
-        tokens=config["tokens"],
-        config=json.dumps(config),
-    )
+    out.update({key: config["model"][key] for key in ("family", "n_layer", "n_head", "d_model")})
+    out.update({key: config[key] for key in ("batch", "lr", "wd", "warmup", "steps", "tokens")})
+    out["config"] = json.dumps(config)
     if runfolder.latest_checkpoint(run) is not None:
         state = runfolder.read_state(run)
         seconds = state.get("seconds")
