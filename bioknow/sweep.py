@@ -358,6 +358,11 @@ def run_columns(run: Path, report: str) -> dict:
         )
     if report in recorded(run):
         evaluation = integrity.read_run_json(run, report)
+        if (evaluation["people"] < evaluation["N"]) != ("-people" in report):
+            raise InputError(
+                f"{run / report}: holds {evaluation['people']} of {evaluation['N']} people, "
+                "not what its name says (an older bioknow's report); evaluate the run again"
+            )
         for key, value in evaluation.items():
             if key == "attributes":
                 for attribute, figures in value.items():

@@ -1,11 +1,12 @@
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from bioknow import cli, sweep, train
+from bioknow import cli, integrity, sweep, train
 from bioknow.errors import InputError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "scripts" / "sweep-cpu.yaml"
@@ -44,6 +45,22 @@ def test_grid_runs_end_to_end(done):
         assert r["report"] == "eval.json" and r["people"] == r["n"]
     assert (done / "s" / "runs.csv").read_text().startswith('"point","status"')
     assert len(list((done / "s" / "data").iterdir())) == 1  # one dataset, shared
+
+
+def test_a_report_that_is_not_what_its_name_says_fails_its_row(done, tmp_path):
+    """An older bioknow wrote a sample's report as eval.json: the table refuses it rather
+    than mix it with evaluations of every person."""
+    sweep_dir = tmp_path / "s"
+    shutil.copytree(done / "s", sweep_dir)
+    grid = sweep.points(sweep.load_config(done / "grid.yaml"))
+    config = sweep.check_config(sweep.load_config(done / "grid.yaml"))
+    run = sweep_dir / "runs" / grid[0].id
+    report = integrity.read_run_json(run, "eval.json")
+    integrity.write_run_json(run, "eval.json", {**report, "people": 10})
+    failed = sweep.row(grid[0], sweep_dir, config, "none", None)
+    assert failed["status"] == "failed" and "not what its name says" in failed["error"]
+    assert "R" not in failed
+    assert sweep.row(grid[1], sweep_dir, config, "none", None)["status"] == "done"
 
 
 def test_cpu_slots_share_the_cores():
