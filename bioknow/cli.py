@@ -101,7 +101,9 @@ def generate_parser(commands) -> None:
     p.add_argument(
         "--fields",
         metavar="DIR",
-        help="fields and templates folder (default: bioknow/templates, shipped in the package)",
+        help="fields and templates folder, in bioknow's layout or that of the paper's lists "
+        "(first_name.txt, city.txt, company.txt, ...; default: bioknow/templates, shipped "
+        "in the package)",
     )
     p.add_argument(
         "--tokenizer",
@@ -356,6 +358,12 @@ def train_parser(commands) -> None:
         "least 2000 steps, where it repays its cost)",
     )
     p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="compile with CUDA graphs (mode reduce-overhead: a step's kernels replayed at "
+        "once, for launch-bound tiny models; no effect on the CPU)",
+    )
+    p.add_argument(
         "--precision",
         choices=["bf16", "float32"],
         help="bf16 autocast (default on CUDA and on CPUs with native bf16) or float32",
@@ -370,13 +378,21 @@ def train_parser(commands) -> None:
         metavar="STEPS",
         help="checkpoint and stop after this many steps (continue with --resume)",
     )
+    p.add_argument(
+        "--tracker",
+        choices=["none", "tensorboard", "wandb"],
+        help="also log the config, loss, lr, tokens/s and eval reports to TensorBoard "
+        "(RUN/tensorboard/) or W&B (pip install 'bioknow[wandb]'; offline with "
+        "WANDB_MODE=offline)",
+    )
     outputs(p, "print config and state as JSON", "replace an existing run")
 
 
 def cmd_train(args) -> int:
     from bioknow import train
 
-    recipe = options(args, "batch", "lr", "wd", "warmup", "seed", "compile", "precision")
+    recipe = options(args, "batch", "lr", "wd", "warmup", "seed", "precision")
+    speed = options(args, "compile", "cuda_graphs")
     junk = options(args, "junk_fraction", "junk_n", "useful_prefix")
     cadence = options(args, "log_every", "checkpoint_every", "stop_after")
     state = train.train(
@@ -387,10 +403,12 @@ def cmd_train(args) -> int:
         **recipe,
         **junk,
         **cadence,
+        **speed,
         device=args.device,
         resume=args.resume,
         overwrite=args.overwrite,
         progress=True,
+        tracker=args.tracker,
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
@@ -507,6 +525,11 @@ def eval_parser(commands) -> None:
     )
     p.add_argument("--batch", dest="eval_batch", help=argparse.SUPPRESS)  # the old spelling
     p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile the model, batches padded to one shape (default: on CUDA)",
+    )
     outputs(p, "print the report as one JSON object")
 
 
@@ -532,7 +555,12 @@ def cmd_eval(args) -> int:
                     "reports in its folder"
                 )
         report = evaluate.evaluate_run(
-            args.run, quantize=args.quantize, method=args.method, **common, progress=True
+            args.run,
+            quantize=args.quantize,
+            method=args.method,
+            compile=args.compile,
+            **common,
+            progress=True,
         )
     print(json.dumps(report) if args.json else bits_table(report))
     return 0

@@ -33,23 +33,36 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import yaml
 
-from bioknow import atomic, dataset, integrity, process, runfolder, validate
+from bioknow import atomic, dataset, integrity, process, runfolder, track, validate
 from bioknow.errors import InputError
+from bioknow.evaluate import mean_accuracy
 from bioknow.model import ModelConfig
 from bioknow.progress import Progress
 
 DATASET_KEYS = {"variant", "n", "seed", "k", "c", "d", "l", "t", "renderings", "vocab_size"}
 RECIPE_KEYS = {"lr", "wd", "batch", "warmup"}
-TOP_KEYS = {"datasets", "models", "exposures", "seeds", "recipe", "quantize", "eval", "train"}
+TOP_KEYS = {
+    "datasets",
+    "models",
+    "exposures",
+    "seeds",
+    "recipe",
+    "quantize",
+    "eval",
+    "train",
+    "tracker",
+}
 TRAIN_KEYS = {
     "device",
     "no_compile",
+    "cuda_graphs",
     "precision",
     "junk_fraction",
     "junk_n",
     "useful_prefix",
     "log_every",
     "checkpoint_every",
+    "tracker",
 }
 EVAL_KEYS = {"people"}
 ATTEMPTS = 2
@@ -117,15 +130,25 @@ def _dataset(spec: dict) -> dict:
     rules = {**validate.GENERATE, "variant": validate.Choice(tuple(dataset.VARIANTS))}
     data = {k: _value(rules[k], v, f"datasets.{k}") for k, v in spec.items()}
     biod = {k: data[k] for k in dataset.BIOD_KEYS if k in data} or None
-    args = {k: data[k] for k in ("n", "seed", "renderings") if k in data}
+    args = {k: data[k] for k in ("n", "seed", "renderings", "vocab_size") if k in data}
     dataset.check_arguments(data["variant"], {**args, "sample": 0}, biod, None)
     return data
+
+
+def train_section(config: dict) -> dict:
+    """The config's `train:` options, with a top-level `tracker:` among them."""
+    train = _mapping(config.get("train") or {}, "train")
+    if "tracker" not in config:
+        return train
+    if train.get("tracker", config["tracker"]) != config["tracker"]:
+        raise InputError("sweep config: tracker and train.tracker differ (give one)")
+    return {**train, "tracker": config["tracker"]}
 
 
 def check_config(config: dict) -> dict:
     """The config with every value checked by the rules of the command it goes to: no
     empty lists, no nulls, whole numbers whole, every model name known."""
-    train = _mapping(config.get("train") or {}, "train")
+    train = train_section(config)
     evaluation = _mapping(config.get("eval") or {}, "eval")
     for where, part, keys in (("train", train, TRAIN_KEYS), ("eval", evaluation, EVAL_KEYS)):
         if set(part) - keys:
@@ -152,6 +175,7 @@ def check_config(config: dict) -> dict:
     }
     for model in checked["models"]:
         ModelConfig.from_name(model, 64)  # a misspelt model fails before anything runs
+    track.check(checked["train"].get("tracker"))
     return checked
 
 
@@ -291,6 +315,14 @@ def commands(point: Point, sweep: Path, config: dict) -> list[list[str]]:
     return out
 
 
+def tracker_env(config: dict, sweep: Path) -> dict:
+    """The environment that groups a sweep's W&B runs: WANDB_RUN_GROUP, the sweep folder's
+    name (unless it is set already)."""
+    if config["train"].get("tracker") != "wandb":
+        return {}
+    return {"WANDB_RUN_GROUP": os.environ.get("WANDB_RUN_GROUP", Path(sweep).resolve().name)}
+
+
 def run_point(point: Point, sweep: Path, config: dict, env: dict) -> str | None:
     """Run a point's commands (retrying once); None when done, else the error."""
     log = sweep / "logs" / f"{point.id}.log"
@@ -312,14 +344,17 @@ def run_point(point: Point, sweep: Path, config: dict, env: dict) -> str | None:
     return error
 
 
-def row(point: Point, sweep: Path, config: dict, quantize: str, error: str | None) -> dict:
+def row(
+    point: Point, sweep: Path, config: dict, quantize: str, error: str | None, done: bool = True
+) -> dict:
     """One results row: the point, the resolved config, the eval report (named in
-    `report`), speed."""
+    `report`), speed. `done` False: a point not (yet) finished, its row "pending" with
+    what it has so far."""
     run = sweep / "runs" / point.id
     report = report_of(point, config, quantize)
     out = {
         "point": point.id,
-        "status": "failed" if error else "done",
+        "status": "failed" if error else "done" if done else "pending",
         "error": error,
         "variant": point.data["variant"],
         "n": point.data["n"],
@@ -393,11 +428,17 @@ def trained_share(run: Path) -> float:
         return 0.0  # not started, or its last line torn: counted as nothing yet
 
 
-def mean_accuracy(attributes: dict) -> float:
-    """The share of knowledge values decoded exactly, averaged over the attributes that
-    carry bits (bioS: not the work city; bioD: its values)."""
-    scored = [a["accuracy"] for name, a in attributes.items() if name != "work_city"]
-    return sum(scored) / len(scored)
+def table_rows(
+    grid: list[Point], sweep: Path, config: dict, quantize: list[str], errors: dict
+) -> list[dict]:
+    """Every point's rows, written to runs.parquet and runs.csv: finished, failed, or
+    pending (a sweep stopped early still leaves the table of what it did)."""
+    rows = []
+    for p in grid:
+        done = point_done(p, sweep, config, quantize)
+        rows += [row(p, sweep, config, q, errors.get(p.id), done) for q in quantize]
+    write_table(sweep, rows)
+    return rows
 
 
 def write_table(sweep: Path, rows: list[dict]) -> None:
@@ -437,6 +478,7 @@ def run_sweep(
             raise InputError(f"{sweep}: holds a sweep of another config (use a new --out)")
     device = device or "auto"
     workers = slots(device, int(per_gpu), int(cpu_slots))
+    workers = [{**env, **tracker_env(config, sweep)} for env in workers]
     for folder in ("data", "runs", "logs"):
         (sweep / folder).mkdir(parents=True, exist_ok=True)
     atomic.write_json(previous, resolved)
@@ -488,6 +530,7 @@ def run_sweep(
             with lock:
                 running.discard(point.id)
                 errors[point.id] = error
+                table_rows(grid, sweep, config, quantize, errors)  # the table so far
                 show()
                 bar.update(1)
 
@@ -500,8 +543,7 @@ def run_sweep(
         with lock:
             bar.tick()
     bar.close()
-    rows = [row(p, sweep, config, q, errors.get(p.id)) for p in grid for q in quantize]
-    write_table(sweep, rows)
+    rows = table_rows(grid, sweep, config, quantize, errors)
     atomic.write_json(
         sweep / "sweep.json",
         {
