@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from bioknow import __version__, atomic, dataset, validate
@@ -38,6 +39,13 @@ def options(args, *names: str) -> dict:
     return {name: getattr(args, name) for name in names}
 
 
+def answer(args, result, text: Callable[[], str], status: int = 0) -> int:
+    """How every handler ends: its result as one JSON object with --json, else `text()`
+    for people; the exit status."""
+    print(json.dumps(result) if args.json else text())
+    return status
+
+
 def outputs(parser: Parser, json_help: str, overwrite_help: str | None = None) -> None:
     """The options every subcommand ends with: --overwrite (where it replaces a folder)
     and --json."""
@@ -61,7 +69,12 @@ def per_person(manifest: dict) -> str:
     )
 
 
-def dataset_summary(manifest: dict, where: str) -> str:
+def checksums(verified: dict | None) -> list[str]:
+    """The line `--verify` adds to a summary."""
+    return [f"  checksums    all match ({verified['files']} files)"] if verified else []
+
+
+def dataset_summary(manifest: dict, where: str, verified: dict | None = None) -> str:
     bits = manifest["knowledge_bits"]
     shown = manifest["renderings"]
     tok = manifest["tokenizer"]
@@ -80,6 +93,7 @@ def dataset_summary(manifest: dict, where: str) -> str:
             f"  tokens       {tok['mean_tokens_per_biography']:.2f} per biography, "
             f"{tok['tokens_per_exposure']:.2f} per exposure",
             f"  files        {len(manifest['files'])} ({size / 1e6:.1f} MB)",
+            *checksums(verified),
         ]
     )
 
@@ -158,9 +172,7 @@ def cmd_generate(args) -> int:
         overwrite=args.overwrite,
         progress=True,
     )
-    where = f"written to {args.out}"
-    print(json.dumps(manifest) if args.json else dataset_summary(manifest, where))
-    return 0
+    return answer(args, manifest, lambda: dataset_summary(manifest, f"written to {args.out}"))
 
 
 # info
@@ -199,9 +211,7 @@ def run_summary(info: dict) -> str:
     reports = [report_line(name, report) for name, report in info["evals"].items()]
     for i, line in enumerate(reports or ["none yet (bioknow eval RUN)"]):
         lines.append(f"  {'reports' if i == 0 else '':12s} {line}")
-    if "verified" in info:
-        lines.append(f"  checksums    all match ({info['verified']['files']} files)")
-    return "\n".join(lines)
+    return "\n".join(lines + checksums(info.get("verified")))
 
 
 def info_parser(commands) -> None:
@@ -230,8 +240,7 @@ def cmd_info(args) -> int:
         from bioknow.runfolder import info as run_info
 
         info = run_info(Path(args.dir), verify=args.verify)
-        print(json.dumps(info) if args.json else run_summary(info))
-        return 0
+        return answer(args, info, lambda: run_summary(info))
     manifest = dataset.read_manifest(args.dir)
     report = dict(manifest, path=str(args.dir))
     if args.verify:
@@ -242,13 +251,9 @@ def cmd_info(args) -> int:
                 + ", ".join(bad)
             )
         report["verified"] = {"files": len(manifest["files"])}
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(dataset_summary(manifest, str(args.dir)))
-        if args.verify:
-            print(f"  checksums    all match ({len(manifest['files'])} files)")
-    return 0
+    return answer(
+        args, report, lambda: dataset_summary(manifest, str(args.dir), report.get("verified"))
+    )
 
 
 # corpus
@@ -286,15 +291,15 @@ def cmd_corpus(args) -> int:
         overwrite=args.overwrite,
         progress=True,
     )
-    if args.json:
-        print(json.dumps(header))
-    else:
-        print(
-            f"{header['variant']}(N={header['n']:,}) x {header['exposures']} exposures: "
-            f"{header['tokens']:,} tokens in {header['windows']:,} windows of {header['window']}, "
-            f"{len(header['shards'])} {args.format} shard(s) in {args.out}"
-        )
-    return 0
+    return answer(args, header, lambda: corpus_summary(header, args.format, args.out))
+
+
+def corpus_summary(header: dict, fmt: str, out: str) -> str:
+    return (
+        f"{header['variant']}(N={header['n']:,}) x {header['exposures']} exposures: "
+        f"{header['tokens']:,} tokens in {header['windows']:,} windows of {header['window']}, "
+        f"{len(header['shards'])} {fmt} shard(s) in {out}"
+    )
 
 
 # train
@@ -394,6 +399,7 @@ def cmd_train(args) -> int:
     recipe = options(args, "batch", "lr", "wd", "warmup", "seed", "precision")
     speed = options(args, "compile", "cuda_graphs")
     junk = options(args, "junk_fraction", "junk_n", "useful_prefix")
+    run = options(args, "device", "resume", "overwrite", "tracker")
     cadence = options(args, "log_every", "checkpoint_every", "stop_after")
     state = train.train(
         args.data,
@@ -401,36 +407,34 @@ def cmd_train(args) -> int:
         args.exposures,
         args.out,
         **recipe,
-        **junk,
-        **cadence,
         **speed,
-        device=args.device,
-        resume=args.resume,
-        overwrite=args.overwrite,
+        **junk,
+        **run,
+        **cadence,
         progress=True,
-        tracker=args.tracker,
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     from bioknow.runfolder import read_config
 
     config = read_config(Path(args.out))
-    if args.json:
-        print(json.dumps({"config": config, "state": state}))
-    elif state["finished"]:
-        print(
-            f"{config['model']['name']} on {config['variant']}(N={config['n']:,}) x "
-            f"{config['exposures']} exposures: {config['steps']:,} steps, "
-            f"{state['tokens']:,} tokens, final loss {state['loss']:.4f} -> {args.out}"
-        )
-    else:
-        print(
+    status = 128 + state["signal"] if state.get("signal") else 0
+    result = {"config": config, "state": state}
+    return answer(args, result, lambda: train_summary(config, state, args.out), status)
+
+
+def train_summary(config: dict, state: dict, out: str) -> str:
+    """What a run did: its steps, tokens and final loss, or where it stopped."""
+    if not state["finished"]:
+        return (
             f"stopped at step {state['step']:,} of {config['steps']:,}; continue with: "
-            f"bioknow train --resume --out {args.out}"
+            f"bioknow train --resume --out {out}"
         )
-    if state.get("signal"):
-        return 128 + state["signal"]
-    return 0
+    return (
+        f"{config['model']['name']} on {config['variant']}(N={config['n']:,}) x "
+        f"{config['exposures']} exposures: {config['steps']:,} steps, "
+        f"{state['tokens']:,} tokens, final loss {state['loss']:.4f} -> {out}"
+    )
 
 
 # eval
@@ -562,8 +566,7 @@ def cmd_eval(args) -> int:
             **common,
             progress=True,
         )
-    print(json.dumps(report) if args.json else bits_table(report))
-    return 0
+    return answer(args, report, lambda: bits_table(report))
 
 
 # export
@@ -589,11 +592,8 @@ def cmd_export(args) -> int:
     from bioknow import export
 
     summary = export.export_run(args.run, args.out, overwrite=args.overwrite)
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(f"{summary['class']} with P = {summary['params']['P']:,} written to {args.out}")
-    return 0
+    written = f"{summary['class']} with P = {summary['params']['P']:,} written to {args.out}"
+    return answer(args, summary, lambda: written)
 
 
 # sweep
@@ -631,20 +631,22 @@ def cmd_sweep(args) -> int:
 
     placement = options(args, "device", "per_gpu", "cpu_slots")
     rows = sweep.run_sweep(args.config, args.out, **placement, progress=True)
-    if args.json:
-        print(json.dumps(rows))
-        return 0
+    failed = any(r["status"] == "failed" for r in rows)
+    return answer(args, rows, lambda: sweep_summary(rows, args.out), 1 if failed else 0)
+
+
+def sweep_summary(rows: list[dict], out: str) -> str:
+    """How many results are done; each one's R and the report it is read from, and each
+    failure's reason."""
     failed = [r for r in rows if r["status"] == "failed"]
-    print(
-        f"{len(rows) - len(failed)} of {len(rows)} results done in {args.out} "
-        f"(runs.parquet, runs.csv)"
-    )
+    lines = [
+        f"{len(rows) - len(failed)} of {len(rows)} results done in {out} (runs.parquet, runs.csv)"
+    ]
     for r in rows:
         if r["status"] == "done" and "R" in r:
-            print(f"  {r['point']} [{r['report']}]: R {r['R']:.4f} of Rmax {r['R_max']:.4f}")
-    for r in failed:
-        print(f"  FAILED {r['point']}: {r['error']}")
-    return 1 if failed else 0
+            lines.append(f"  {r['point']} [{r['report']}]: R {r['R']:.4f} of Rmax {r['R_max']:.4f}")
+    lines += [f"  FAILED {r['point']}: {r['error']}" for r in failed]
+    return "\n".join(lines)
 
 
 # plot
@@ -678,8 +680,7 @@ def cmd_plot(args) -> int:
     except plot.NothingToCompare as e:
         print(f"bioknow: warning: {e}", file=sys.stderr)
         return 0
-    print(json.dumps({"figure": str(path), "kind": args.kind}) if args.json else f"wrote {path}")
-    return 0
+    return answer(args, {"figure": str(path), "kind": args.kind}, lambda: f"wrote {path}")
 
 
 # fit
@@ -707,11 +708,7 @@ def cmd_fit(args) -> int:
     from bioknow import fit
 
     result = fit.fit_all(args.dir, metric=args.metric, against=args.against)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print((Path(args.dir) / "report.md").read_text(), end="")
-    return 0
+    return answer(args, result, lambda: (Path(args.dir) / "report.md").read_text().rstrip("\n"))
 
 
 SUBCOMMANDS = (

@@ -1,6 +1,9 @@
 """The command's help: every subcommand's text as a user reads it."""
 
+import json
+
 import pytest
+from conftest import run_cli
 
 from bioknow import cli
 
@@ -34,3 +37,12 @@ def test_eval_batch_counts_biographies_and_train_batch_windows():
     )
     assert "--batch" not in text["eval"]  # the old spelling still works, unlisted
     assert "windows of 512 tokens" in " ".join(text["train"].split())
+
+
+@pytest.mark.parametrize("folder", ["data", "run"])
+def test_info_answers_in_text_or_in_one_json_object(tiny, folder):
+    status, text, _ = run_cli("info", tiny / folder, "--verify")
+    assert status == 0 and text.splitlines()[-1].startswith("  checksums    all match (")
+    status, out, _ = run_cli("info", tiny / folder, "--verify", "--json")
+    (line,) = out.splitlines()
+    assert status == 0 and json.loads(line)["verified"]["files"] > 1
