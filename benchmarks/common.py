@@ -1,5 +1,7 @@
-"""What every benchmark shares: pinning to cores, and reporting its figures."""
+"""What every benchmark shares: its common options (--cores, --out), pinning to cores,
+and reporting its figures."""
 
+import argparse
 import datetime
 import json
 import os
@@ -10,6 +12,27 @@ from pathlib import Path
 import numpy as np
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
+
+
+def command_line(doc: str, cores: int | None = 1) -> argparse.ArgumentParser:
+    """A benchmark's parser (described by the first line of `doc`) with the options every
+    benchmark takes: --cores (default `cores`; None: all) and --out. Parse it with
+    `arguments`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    default = "all" if cores is None else cores
+    parser.add_argument(
+        "--cores", type=int, default=cores, help=f"CPU cores to use (default {default})"
+    )
+    parser.add_argument("--out", help="JSON file (default: docs/benchmarks/NAME.json)")
+    return parser
+
+
+def arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The parsed command line, the process pinned to --cores."""
+    args = parser.parse_args()
+    if args.cores:
+        pin(args.cores)
+    return args
 
 
 def pin(cores: int) -> None:

@@ -7,13 +7,12 @@ person of a bioS(N) dataset. Prints a summary, then one JSON object as the last 
 written to docs/benchmarks/eval.json.
 """
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from common import report
+from common import arguments, command_line, report
 
 from bioknow import dataset, evaluate
 from bioknow.model import ModelConfig, Transformer
@@ -21,14 +20,13 @@ from bioknow.tokenizer import padded_vocab_size
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_line(__doc__, cores=None)
     parser.add_argument("--model", default="gpt2-2-2")
     parser.add_argument("--n", type=float, default=2000, help="people")
     parser.add_argument("--batch", type=int, default=64, help="biographies per batch")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile, static shapes")
-    parser.add_argument("--out", help="JSON file (default: docs/benchmarks/eval.json)")
-    args = parser.parse_args()
+    args = arguments(parser)
     n = int(args.n)
     with tempfile.TemporaryDirectory() as tmp:
         dataset.generate("bioS", n, 0, Path(tmp) / "data", sample=0)

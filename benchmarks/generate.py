@@ -6,13 +6,12 @@ Prints a human summary, then one JSON object as the last line, also written to
 docs/benchmarks/generate.json.
 """
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from common import pin, report
+from common import arguments, command_line, report
 
 from bioknow import dataset, fields
 from bioknow.population import Population
@@ -20,14 +19,11 @@ from bioknow.render import render_people
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_line(__doc__)
     parser.add_argument("--n", type=float, default=1e6, help="people in the bioS dataset")
     parser.add_argument("--renderings", type=int, default=100_000, help="texts to render")
-    parser.add_argument("--cores", type=int, default=1, help="CPU cores to pin to (Linux)")
-    parser.add_argument("--out", help="JSON file (default: docs/benchmarks/NAME.json)")
-    args = parser.parse_args()
+    args = arguments(parser)
     n = int(args.n)
-    pin(args.cores)
 
     f = fields.load()
     start = time.perf_counter()

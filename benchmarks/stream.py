@@ -7,11 +7,10 @@ The stream assembles fresh renderings from pre-tokenized fragments, packs them i
 as the last line, also written to docs/benchmarks/stream.json.
 """
 
-import argparse
 import time
 
 import numpy as np
-from common import pin, report
+from common import arguments, command_line, report
 
 from bioknow import fields, tokenizer
 from bioknow.population import Population
@@ -20,17 +19,14 @@ from bioknow.stream import JunkSource, MixedStream, TrainStream
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_line(__doc__)
     parser.add_argument("--n", type=float, default=1e5, help="people")
     parser.add_argument("--batch", type=int, default=64, help="windows per batch")
     parser.add_argument("--exposures", type=int, default=100, help="exposures of the run")
     parser.add_argument("--junk-fraction", type=float, default=0.0, help="share of junk windows")
     parser.add_argument("--junk-n", type=float, default=1e8, help="junk population N'")
     parser.add_argument("--seconds", type=float, default=5.0, help="how long to stream")
-    parser.add_argument("--cores", type=int, default=1, help="CPU cores to pin to (Linux)")
-    parser.add_argument("--out", help="JSON file (default: docs/benchmarks/NAME.json)")
-    args = parser.parse_args()
-    pin(args.cores)
+    args = arguments(parser)
     n = int(args.n)
     f = fields.load()
     table = FragmentTable(Population.build(f, 0, n), tokenizer.train(f))

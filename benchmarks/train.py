@@ -20,7 +20,6 @@ batch, to show the step does not wait for the data. Prints a table, then one JSO
 object as the last line, also written to docs/benchmarks/train.json (or --out).
 """
 
-import argparse
 import contextlib
 import statistics
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import pin, report
+from common import arguments, command_line, report
 
 from bioknow.feed import IGNORE
 from bioknow.model import ModelConfig, Transformer
@@ -212,7 +211,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_line(__doc__, cores=None)
     parser.add_argument("--models", nargs="+", default=["gpt2-1-1", "gpt2-2-2"])
     parser.add_argument("--batch", type=int, default=8, help="windows of 512 per step")
     parser.add_argument("--vocab", type=int, default=4096, help="embedding rows")
@@ -231,11 +230,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--cores", type=int, help="CPU cores to pin to (default: all)")
-    parser.add_argument("--out", help="JSON file (default: docs/benchmarks/train.json)")
-    args = parser.parse_args()
-    if args.cores:
-        pin(args.cores)
+    args = arguments(parser)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -11,13 +11,12 @@ checking a run's weights and optimizer state costs per byte. Prints a human summ
 then one JSON object as the last line, also written to docs/benchmarks/verify.json.
 """
 
-import argparse
 import hashlib
 import tempfile
 import time
 from pathlib import Path
 
-from common import pin, report
+from common import arguments, command_line, report
 
 from bioknow import dataset, integrity
 
@@ -33,13 +32,10 @@ def best(fn, repeat: int = 5) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_line(__doc__)
     parser.add_argument("--n", type=float, default=1e6, help="people in the bioS dataset")
-    parser.add_argument("--cores", type=int, default=1, help="CPU cores to pin to (Linux)")
-    parser.add_argument("--out", help="JSON file (default: docs/benchmarks/NAME.json)")
-    args = parser.parse_args()
+    args = arguments(parser)
     n = int(args.n)
-    pin(args.cores)
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"

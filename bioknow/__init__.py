@@ -1,3 +1,58 @@
-"""bioknow: how many bits of knowledge a language model stores, per parameter."""
+"""bioknow: how many bits of knowledge a language model stores, per parameter.
+
+The Python API: the functions the `bioknow` command calls, each checking its arguments
+as the command does (an InputError names a bad one) and returning what the command
+prints as JSON.
+
+    generate(variant, n, seed, out, ...)       a dataset folder; its manifest
+    open_dataset(folder)                       a dataset: manifest, fields, population, tokenizer
+    train_run(data, model, exposures, out, ...)  a trained run folder; its final state
+    evaluate_run(run, people=None, ...)        the bits report of a run (also written to it)
+    evaluate_hf(model, data, ...)              the bits report of a transformers causal LM
+    probe_run(run, people=None, ...)           the knowledge-extraction probe of a run
+    export_run(run, out)                       a transformers checkpoint of a run
+    write_corpus(dataset, exposures, out, ...)  the training stream as shards
+    run_sweep(config, out, ...)                a grid of runs; its results rows
+    plot_sweep(sweep, out, kind="capacity")    a Figure-1 style figure of a sweep
+    fit_sweep(sweep, metric=None, against=None)  scaling-law fits of a sweep
+    run_info(run)                              what a run folder holds
+
+`bioknow.train`, `bioknow.evaluate`, ... are the modules behind them. Importing bioknow
+is cheap: each function's module (and torch) is imported on first use.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
+
+# name -> (module, function): the Python API, each the function the command line calls
+API = {
+    "generate": ("bioknow.dataset", "generate"),
+    "open_dataset": ("bioknow.dataset", "open_dataset"),
+    "train_run": ("bioknow.train", "train"),
+    "evaluate_run": ("bioknow.evaluate", "evaluate_run"),
+    "evaluate_hf": ("bioknow.evaluate", "evaluate_hf"),
+    "probe_run": ("bioknow.probe", "probe_run"),
+    "export_run": ("bioknow.export", "export_run"),
+    "write_corpus": ("bioknow.corpus", "write_corpus"),
+    "run_sweep": ("bioknow.sweep", "run_sweep"),
+    "plot_sweep": ("bioknow.plot", "plot"),
+    "fit_sweep": ("bioknow.fit", "fit_all"),
+    "run_info": ("bioknow.runfolder", "info"),
+}
+__all__ = ["__version__", "InputError", *API]
+
+
+def __getattr__(name: str):
+    if name == "InputError":
+        from bioknow.errors import InputError
+
+        return InputError
+    if name not in API:
+        raise AttributeError(f"module 'bioknow' has no attribute {name!r}")
+    module, function = API[name]
+    return getattr(importlib.import_module(module), function)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

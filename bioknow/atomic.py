@@ -23,6 +23,24 @@ from bioknow.process import alive
 TEMP = re.compile(r"\.(?P<name>.+)\.(?P<kind>partial|ready|old)-(?P<pid>\d+)")
 
 
+def _default_mode() -> int:
+    """The mode a new file gets under this process's umask (0644 under the usual 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _default_mode()
+
+
+def readable(folder: Path) -> None:
+    """Give every file below `folder` the mode new files get: some writers (safetensors)
+    make theirs readable by their owner alone."""
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, FILE_MODE)
+
+
 def temp_path(path: Path, kind: str = "partial") -> Path:
     """The temporary name of `path` for this process: .NAME.KIND-PID beside it."""
     path = Path(path)
@@ -108,6 +126,7 @@ def new_dir(out: Path, overwrite: bool = False, marker: str = "manifest.json") -
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    readable(tmp)
     ready, old = temp_path(out, "ready"), temp_path(out, "old")
     os.replace(tmp, ready)
     if out.exists():

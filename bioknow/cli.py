@@ -1,4 +1,5 @@
-"""The `bioknow` command: argparse subcommands that call into the modules.
+"""The `bioknow` command: for each subcommand, a parser builder and a handler that calls
+the function the Python API offers under the same name (`import bioknow`).
 
 Bad input exits with status 2 and one line naming the problem (DESIGN section 4).
 """
@@ -9,10 +10,13 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from bioknow import __version__, atomic, dataset, validate
 from bioknow.errors import InputError
+
+DEVICE_HELP = "cpu, cuda or cuda:K (default: cuda if available)"
 
 
 class Parser(argparse.ArgumentParser):
@@ -21,7 +25,56 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def summary(manifest: dict, where: str) -> str:
+def subcommand(commands, name: str, func, help: str, description: str) -> Parser:
+    """A subcommand's parser, its handler set. (Descriptions are shown as written; help
+    texts go through %-formatting, so a percent sign there is written %%.)"""
+    parser = commands.add_parser(name, help=help, description=description)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def options(args, *names: str) -> dict:
+    """Parsed options by name, for the function a handler calls (its keywords are named
+    as the options are)."""
+    return {name: getattr(args, name) for name in names}
+
+
+def answer(args, result, text: Callable[[], str], status: int = 0) -> int:
+    """How every handler ends: its result as one JSON object with --json, else `text()`
+    for people; the exit status."""
+    print(json.dumps(result) if args.json else text())
+    return status
+
+
+def outputs(parser: Parser, json_help: str, overwrite_help: str | None = None) -> None:
+    """The options every subcommand ends with: --overwrite (where it replaces a folder)
+    and --json."""
+    if overwrite_help:
+        parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    parser.add_argument("--json", action="store_true", help=json_help)
+
+
+# generate
+
+
+def per_person(manifest: dict) -> str:
+    """What one person's knowledge is: bioS's six attributes, or bioD's K x C chunks."""
+    biod = manifest.get("biod")
+    if biod is None:
+        return f"log2 S0 = {manifest['log2_s0']:.2f} bits in six attributes"
+    return (
+        f"K = {biod['k']} attributes (ID 1..ID {biod['k']}), each C = {biod['c']} chunk(s) "
+        f"drawn from D = {biod['d']:,} strings of L = {biod['l']} symbol(s) over "
+        f"T = {biod['t']:,}: {manifest['value_bits_per_person']:.2f} bits in values"
+    )
+
+
+def checksums(verified: dict | None) -> list[str]:
+    """The line `--verify` adds to a summary."""
+    return [f"  checksums    all match ({verified['files']} files)"] if verified else []
+
+
+def dataset_summary(manifest: dict, where: str, verified: dict | None = None) -> str:
     bits = manifest["knowledge_bits"]
     shown = manifest["renderings"]
     tok = manifest["tokenizer"]
@@ -30,7 +83,7 @@ def summary(manifest: dict, where: str) -> str:
         [
             f"{manifest['variant']}(N={manifest['n']:,}), seed {manifest['seed']}: {where}",
             f"  people       {manifest['n']:,} of N0 = {manifest['n0']:,} possible names",
-            f"  per person   log2 S0 = {manifest['log2_s0']:.2f} bits in six attributes",
+            f"  per person   {per_person(manifest)}",
             f"  knowledge    {bits['total']:,.0f} bits at most "
             f"({bits['name']:,.0f} in names + {bits['value']:,.0f} in values"
             + (f" + {bits['diversity']:,.0f} in diversity sets)" if "diversity" in bits else ")"),
@@ -40,50 +93,114 @@ def summary(manifest: dict, where: str) -> str:
             f"  tokens       {tok['mean_tokens_per_biography']:.2f} per biography, "
             f"{tok['tokens_per_exposure']:.2f} per exposure",
             f"  files        {len(manifest['files'])} ({size / 1e6:.1f} MB)",
+            *checksums(verified),
         ]
     )
 
 
+def generate_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "generate",
+        cmd_generate,
+        help="write a synthetic biography dataset folder",
+        description="Generate N made-up people and their biographies (Part 3.3, Sec. 2; bioS "
+        "as in Part 3.1). bioS renders a fresh biography at every exposure (a sample is "
+        "stored for inspection); bioS-simple stores one fixed rendering per person.",
+    )
+    p.add_argument("variant", choices=list(dataset.VARIANTS), help="dataset variant")
+    p.add_argument("--n", required=True, help="number of people, e.g. 1e5")
+    p.add_argument("--seed", default=0, help="random seed (default 0)")
+    p.add_argument("--out", required=True, help="output folder (must be new or empty)")
+    p.add_argument(
+        "--fields",
+        metavar="DIR",
+        help="fields and templates folder, in bioknow's layout or that of the paper's lists "
+        "(first_name.txt, city.txt, company.txt, ...; default: bioknow/templates, shipped "
+        "in the package)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        metavar="NAME_OR_PATH",
+        help="a Hugging Face tokenizer (tokenizer.json, a folder holding one, or a hub name) "
+        "instead of the default byte-level BPE trained on the fields",
+    )
+    p.add_argument(
+        "--vocab-size",
+        metavar="V",
+        help="size of the default byte-level BPE (default 4096; years stay single tokens "
+        "only when it is large). A small one keeps a tiny model's embedding and "
+        "output layer small, e.g. for bioD",
+    )
+    p.add_argument(
+        "--sample",
+        default=dataset.DEFAULT_SAMPLE,
+        help="bioS: renderings stored for inspection (default %(default)s)",
+    )
+    for letter, meaning in (
+        ("k", "attributes K"),
+        ("c", "chunks per value C"),
+        ("d", "diversity set size D"),
+        ("l", "tokens per chunk L"),
+        ("t", "alphabet size T"),
+    ):
+        p.add_argument(f"--{letter}", help=f"bioD: {meaning}")
+    p.add_argument(
+        "--renderings",
+        default=40,
+        help="bioR-style: fixed renderings per person (at most 40)",
+    )
+    p.add_argument(
+        "--rewriter",
+        metavar="PATH",
+        help="bioR-style: a local transformers "
+        "causal LM that rewrites each biography (kept only if every value is there)",
+    )
+    outputs(p, "print the manifest as JSON", "replace an existing dataset")
+
+
 def cmd_generate(args) -> int:
+    biod = {k: v for k, v in options(args, *dataset.BIOD_KEYS).items() if v is not None}
     manifest = dataset.generate(
         args.variant,
         args.n,
         args.seed,
         args.out,
         fields_dir=args.fields,
-        tokenizer=args.tokenizer,
-        biod={k: getattr(args, k) for k in "kcdlt" if getattr(args, k) is not None} or None,
-        renderings=args.renderings,
-        rewriter=args.rewriter,
-        vocab_size=args.vocab_size,
-        sample=args.sample,
+        biod=biod or None,
+        **options(args, "tokenizer", "renderings", "rewriter", "vocab_size", "sample"),
         overwrite=args.overwrite,
         progress=True,
     )
-    print(json.dumps(manifest) if args.json else summary(manifest, f"written to {args.out}"))
-    return 0
+    return answer(args, manifest, lambda: dataset_summary(manifest, f"written to {args.out}"))
 
 
-def run_info(run: Path, verify: bool = False) -> dict:
-    """What a run folder holds: its config, how far it got, and its evaluations, each
-    checked against the run's integrity.json (with `verify`, every file)."""
-    from bioknow import integrity, runfolder
+# info
 
-    checked = runfolder.verify(run) if verify else None
-    config = runfolder.read_config(run)
-    state = runfolder.read_state(run)
-    files = integrity.load_record(run)
-    evals = {
-        name: integrity.read_run_json(run, name)
-        for name in sorted(files)
-        if name.startswith("eval") and name.endswith(".json")
-    }
-    info = {"path": str(run), "config": config, "state": state, "evals": evals}
-    if "probe.json" in files:
-        info["probe"] = integrity.read_run_json(run, "probe.json")
-    if checked is not None:
-        info["verified"] = checked
-    return info
+
+def people_evaluated(report: dict) -> str:
+    if report["people"] >= report["N"]:
+        return f"all {report['N']:,} people"
+    return f"{report['people']:,} of {report['N']:,} people"
+
+
+def report_line(name: str, report: dict) -> str:
+    """One evaluation report in a line: which people, R against Rmax, bits."""
+    line = (
+        f"{name}: {people_evaluated(report)}, R {report['R']:.4f} of Rmax "
+        f"{report['R_max']:.4f}, bits {report['bits']:,.0f} of {report['bits_max']:,.0f}"
+    )
+    if "R_ci95" in report:
+        line += f" (R 95% CI {report['R_ci95'][0]:.4f} .. {report['R_ci95'][1]:.4f})"
+    return line
+
+
+def probe_line(name: str, report: dict) -> str:
+    """One probe report in a line: the people, extraction accuracy on each half."""
+    return (
+        f"{name}: {report['people']:,} people, test accuracy {report['test']['accuracy']:.3f} "
+        f"(train {report['train']['accuracy']:.3f})"
+    )
 
 
 def run_summary(info: dict) -> str:
@@ -99,29 +216,40 @@ def run_summary(info: dict) -> str:
     ]
     if state.get("loss") is not None:
         lines.append(f"  loss         {state['loss']:.4f} (last logged)")
-    for name, report in info["evals"].items():
-        lines.append(
-            f"  {name:12s} R {report['R']:.4f} of Rmax {report['R_max']:.4f}, "
-            f"bits {report['bits']:,.0f} of {report['bits_max']:,.0f}"
-        )
-    if "probe" in info:
-        probe = info["probe"]
-        lines.append(
-            f"  probe.json   test accuracy {probe['test']['accuracy']:.3f} (train "
-            f"{probe['train']['accuracy']:.3f}), {probe['people']:,} people"
-        )
-    if "verified" in info:
-        lines.append(f"  checksums    all match ({info['verified']['files']} files)")
-    return "\n".join(lines)
+    reports = [report_line(name, report) for name, report in info["evals"].items()]
+    reports += [probe_line(name, report) for name, report in info.get("probes", {}).items()]
+    for i, line in enumerate(reports or ["none yet (bioknow eval RUN)"]):
+        lines.append(f"  {'reports' if i == 0 else '':12s} {line}")
+    return "\n".join(lines + checksums(info.get("verified")))
+
+
+def info_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "info",
+        cmd_info,
+        help="what a dataset or run folder holds",
+        description="Summarize a dataset folder (variant, N, knowledge bits, tokens, files) "
+        "or a run folder (model, P, progress, recipe, evaluation and probe reports).",
+    )
+    p.add_argument("dir", help="dataset or run folder")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="check every file against its recorded checksum (manifest.json of a dataset, "
+        "integrity.json of a run); exit 2 naming the files that differ",
+    )
+    outputs(p, "print one JSON object")
 
 
 def cmd_info(args) -> int:
     for note in atomic.recover(Path(args.dir)):
         print(f"bioknow: {note}", file=sys.stderr)
     if (Path(args.dir) / "config.json").is_file():
+        from bioknow.runfolder import info as run_info
+
         info = run_info(Path(args.dir), verify=args.verify)
-        print(json.dumps(info) if args.json else run_summary(info))
-        return 0
+        return answer(args, info, lambda: run_summary(info))
     manifest = dataset.read_manifest(args.dir)
     report = dict(manifest, path=str(args.dir))
     if args.verify:
@@ -132,13 +260,32 @@ def cmd_info(args) -> int:
                 + ", ".join(bad)
             )
         report["verified"] = {"files": len(manifest["files"])}
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(summary(manifest, str(args.dir)))
-        if args.verify:
-            print(f"  checksums    all match ({len(manifest['files'])} files)")
-    return 0
+    return answer(
+        args, report, lambda: dataset_summary(manifest, str(args.dir), report.get("verified"))
+    )
+
+
+# corpus
+
+
+def corpus_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "corpus",
+        cmd_corpus,
+        help="write the exact training token stream as shards for other trainers",
+        description="Materialize the exposure-exact stream bioknow trains on (every person "
+        "exactly E times, a fresh order per round, 512-token windows): flat token and label "
+        "kind .bin shards with a JSON header, or parquet rows of windows in the Hugging Face "
+        "causal-LM layout (input_ids, attention_mask, labels; label_kinds apart). Resumes a "
+        "stopped run.",
+    )
+    p.add_argument("dir", help="dataset folder")
+    p.add_argument("--exposures", required=True, help="exposures E")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", choices=["bin", "parquet"], default="bin", help="shard format")
+    p.add_argument("--seed", default=0, help="order seed (as train's --seed)")
+    outputs(p, "print the header as JSON", "replace an existing corpus")
 
 
 def cmd_corpus(args) -> int:
@@ -153,66 +300,153 @@ def cmd_corpus(args) -> int:
         overwrite=args.overwrite,
         progress=True,
     )
-    if args.json:
-        print(json.dumps(header))
-    else:
-        print(
-            f"{header['variant']}(N={header['n']:,}) x {header['exposures']} exposures: "
-            f"{header['tokens']:,} tokens in {header['windows']:,} windows of {header['window']}, "
-            f"{len(header['shards'])} {args.format} shard(s) in {args.out}"
-        )
-    return 0
+    return answer(args, header, lambda: corpus_summary(header, args.format, args.out))
+
+
+def corpus_summary(header: dict, fmt: str, out: str) -> str:
+    return (
+        f"{header['variant']}(N={header['n']:,}) x {header['exposures']} exposures: "
+        f"{header['tokens']:,} tokens in {header['windows']:,} windows of {header['window']}, "
+        f"{len(header['shards'])} {fmt} shard(s) in {out}"
+    )
+
+
+# train
+
+
+def train_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "train",
+        cmd_train,
+        help="train a model for an exact number of exposures",
+        description="Train a model on a dataset folder for E exposures (every person exactly "
+        "E times). Steps follow from E, the batch and the 512-token window. The recipe "
+        "(lr, weight decay, batch) defaults to the paper's table row nearest to N and E "
+        "(Part 3.3, App. A); each part can be overridden. Under torchrun, trains with DDP on "
+        "every rank. Ctrl-C or SIGTERM writes a checkpoint; --resume continues from it.",
+    )
+    p.add_argument("--data", metavar="DIR", help="dataset folder")
+    p.add_argument(
+        "--model",
+        help="gpt2-L-H, llama-L-H, mistral-L-H, gpt2-mlp4-L-H, "
+        "gpt2-nomlp-L-H or gpt2-moe-L-H (L layers, H heads, hidden 64H)",
+    )
+    p.add_argument("--exposures", help="exposures E per person")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder")
+    p.add_argument(
+        "--batch",
+        metavar="WINDOWS",
+        help="windows of 512 tokens per optimizer step, over all ranks (default: the recipe's)",
+    )
+    p.add_argument("--lr", help="peak learning rate")
+    p.add_argument("--wd", help="weight decay")
+    p.add_argument(
+        "--warmup",
+        help="warmup steps (default: 1000, or a tenth of a run shorter than 10,000 steps)",
+    )
+    p.add_argument("--seed", help="init and data-order seed (default 0)")
+    p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument(
+        "--junk-fraction",
+        metavar="F",
+        help="share F of the 512-token windows filled with junk biographies (the paper's "
+        "junk-data mixtures)",
+    )
+    p.add_argument(
+        "--junk-n",
+        metavar="N2",
+        help="people of the junk bioS(N2) population, computed per person, never stored "
+        "(1e8: random junk, 1000: repetitive junk)",
+    )
+    p.add_argument(
+        "--useful-prefix",
+        metavar="TOKEN",
+        help="a special token (added to the tokenizer) that opens every useful biography",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile the model (default: on CUDA, and on the CPU for runs of at "
+        "least 2000 steps, where it repays its cost)",
+    )
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="compile with CUDA graphs (mode reduce-overhead: a step's kernels replayed at "
+        "once, for launch-bound tiny models; no effect on the CPU)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["bf16", "float32"],
+        help="bf16 autocast (default on CUDA and on CPUs with native bf16) or float32",
+    )
+    p.add_argument("--log-every", help="steps per metrics line (default 50)")
+    p.add_argument(
+        "--checkpoint-every",
+        help="steps between checkpoints (default 1000; one is also written at the end)",
+    )
+    p.add_argument(
+        "--stop-after",
+        metavar="STEPS",
+        help="checkpoint and stop after this many steps (continue with --resume)",
+    )
+    p.add_argument(
+        "--tracker",
+        choices=["none", "tensorboard", "wandb"],
+        help="also log the config, loss, lr, tokens/s and eval reports to TensorBoard "
+        "(RUN/tensorboard/) or W&B (pip install 'bioknow[wandb]'; offline with "
+        "WANDB_MODE=offline)",
+    )
+    outputs(p, "print config and state as JSON", "replace an existing run")
 
 
 def cmd_train(args) -> int:
     from bioknow import train
 
+    recipe = options(args, "batch", "lr", "wd", "warmup", "seed", "precision")
+    speed = options(args, "compile", "cuda_graphs")
+    junk = options(args, "junk_fraction", "junk_n", "useful_prefix")
+    run = options(args, "device", "resume", "overwrite", "tracker")
+    cadence = options(args, "log_every", "checkpoint_every", "stop_after")
     state = train.train(
         args.data,
         args.model,
         args.exposures,
         args.out,
-        batch=args.batch,
-        lr=args.lr,
-        wd=args.wd,
-        warmup=args.warmup,
-        seed=args.seed,
-        device=args.device,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        compile=args.compile,
-        cuda_graphs=args.cuda_graphs,
-        precision=args.precision,
-        junk_fraction=args.junk_fraction,
-        junk_n=args.junk_n,
-        useful_prefix=args.useful_prefix,
-        log_every=args.log_every,
-        checkpoint_every=args.checkpoint_every,
-        stop_after=args.stop_after,
+        **recipe,
+        **speed,
+        **junk,
+        **run,
+        **cadence,
         progress=True,
-        tracker=args.tracker,
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     from bioknow.runfolder import read_config
 
     config = read_config(Path(args.out))
-    if args.json:
-        print(json.dumps({"config": config, "state": state}))
-    elif state["finished"]:
-        print(
-            f"{config['model']['name']} on {config['variant']}(N={config['n']:,}) x "
-            f"{config['exposures']} exposures: {config['steps']:,} steps, "
-            f"{state['tokens']:,} tokens, final loss {state['loss']:.4f} -> {args.out}"
-        )
-    else:
-        print(
+    status = 128 + state["signal"] if state.get("signal") else 0
+    result = {"config": config, "state": state}
+    return answer(args, result, lambda: train_summary(config, state, args.out), status)
+
+
+def train_summary(config: dict, state: dict, out: str) -> str:
+    """What a run did: its steps, tokens and final loss, or where it stopped."""
+    if not state["finished"]:
+        return (
             f"stopped at step {state['step']:,} of {config['steps']:,}; continue with: "
-            f"bioknow train --resume --out {args.out}"
+            f"bioknow train --resume --out {out}"
         )
-    if state.get("signal"):
-        return 128 + state["signal"]
-    return 0
+    return (
+        f"{config['model']['name']} on {config['variant']}(N={config['n']:,}) x "
+        f"{config['exposures']} exposures: {config['steps']:,} steps, "
+        f"{state['tokens']:,} tokens, final loss {state['loss']:.4f} -> {out}"
+    )
+
+
+# eval
 
 
 def bits_table(report: dict) -> str:
@@ -222,7 +456,7 @@ def bits_table(report: dict) -> str:
     if "step" in report:
         head += f", {report['exposures']} exposures, step {report['step']:,} of {report['steps']:,}"
     lines = [
-        head + f": {report['people']:,} people evaluated",
+        head + f": {people_evaluated(report)} evaluated",
         f"  P            {report['P']:,} (total {report['P_total']:,}, "
         f"non-embedding {report['P_nonembedding']:,})",
         f"  p1, p2{', p3' if 'p3' in report else '    '}   "
@@ -246,31 +480,105 @@ def bits_table(report: dict) -> str:
     for name, a in report["attributes"].items():
         bits = f"{a['bits']:,.0f}" if "bits" in a else "(not counted)"
         lines.append(f"  {name:12s} {bits:>12s} {a['loss']:8.4f} {a['accuracy']:9.3f}")
+    where = Path(report["run"]) / report["report"] if "run" in report else report["report"]
+    lines.append(f"  report       {where}")
     return "\n".join(lines)
+
+
+def eval_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "eval",
+        cmd_eval,
+        help="how many bits of knowledge a trained model stores",
+        description="Sum per-token losses on the name and value tokens of every biography "
+        "(or a seeded sample, with a bootstrap 95% interval) and report p1, p2, bits, "
+        "R = bits / P against Rmax (Part 3.3, Def. 4.1 and 4.3), per-attribute bits and "
+        "greedy-decoding accuracy. Writes the report into the run folder, named by what it "
+        "is: eval.json (every person), eval-people20-seed0.json (a sample), eval-int8.json "
+        "(quantized), ...; with --hf-model, beside the model (or to --out).",
+    )
+    p.add_argument("run", nargs="?", help="run folder")
+    p.add_argument(
+        "--hf-model",
+        metavar="PATH",
+        help="a local transformers causal LM trained on a bioknow corpus, instead of a run",
+    )
+    p.add_argument("--data", metavar="DIR", help="with --hf-model: the dataset folder")
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="with --hf-model: the report file (default: in the model's folder, named as a "
+        "run's report)",
+    )
+    p.add_argument(
+        "--people",
+        default=None,
+        metavar="all|K",
+        help="evaluate all people (default) or a seeded sample of K",
+    )
+    p.add_argument("--seed", default=0, help="sample, bootstrap and GPTQ calibration seed")
+    p.add_argument(
+        "--quantize",
+        choices=["none", "int8", "int4"],
+        default="none",
+        help="post-training weight quantization (reports R before and after)",
+    )
+    p.add_argument(
+        "--method",
+        choices=["gptq", "rtn"],
+        default="gptq",
+        help="GPTQ calibrated on 1000 biographies, or round-to-nearest",
+    )
+    p.add_argument(
+        "--eval-batch",
+        default=64,
+        metavar="BIOGRAPHIES",
+        help="biographies per forward pass (default 64)",
+    )
+    p.add_argument("--batch", dest="eval_batch", help=argparse.SUPPRESS)  # the old spelling
+    p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile the model, batches padded to one shape (default: on CUDA)",
+    )
+    outputs(p, "print the report as one JSON object")
 
 
 def cmd_eval(args) -> int:
     from bioknow import evaluate
 
-    common = dict(
-        people=args.people,
-        seed=args.seed,
-        batch=args.batch,
-        device=args.device,
-        progress=True,
-    )
+    common = options(args, "people", "seed", "eval_batch", "device")
     if args.hf_model:
         if not args.data or args.run:
             raise InputError("--hf-model needs --data DIR and no run folder")
-        report = evaluate.evaluate_hf(args.hf_model, args.data, **common)
+        if args.quantize != "none":
+            raise InputError("--quantize goes with a run folder, not with --hf-model")
+        report = evaluate.evaluate_hf(
+            args.hf_model, args.data, out=args.out, **common, progress=True
+        )
     else:
         if not args.run:
             raise InputError("eval needs a run folder (or --hf-model PATH --data DIR)")
+        for option, value in (("--data", args.data), ("--out", args.out)):
+            if value is not None:
+                raise InputError(
+                    f"{option} goes with --hf-model; a run knows its dataset and keeps its "
+                    "reports in its folder"
+                )
         report = evaluate.evaluate_run(
-            args.run, quantize=args.quantize, method=args.method, compile=args.compile, **common
+            args.run,
+            quantize=args.quantize,
+            method=args.method,
+            compile=args.compile,
+            **common,
+            progress=True,
         )
-    print(json.dumps(report) if args.json else bits_table(report))
-    return 0
+    return answer(args, report, lambda: bits_table(report))
+
+
+# probe
 
 
 def probe_table(report: dict) -> str:
@@ -298,63 +606,147 @@ def probe_table(report: dict) -> str:
     for name, a in report["attributes"].items():
         lines.append(f"  {name:12s} {a['chance']:8.4f} {cell(a['train'])} {cell(a['test'])}")
     lines.append(f"  {'mean':12s} {'':8s} {cell(report['train'])} {cell(report['test'])}")
+    lines.append(f"  report       {Path(report['run']) / report['report']}")
     return "\n".join(lines)
+
+
+def probe_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "probe",
+        cmd_probe,
+        help="can the stored knowledge be extracted? a LoRA QA fine-tune on half the people",
+        description="Knowledge-extraction probe (Part 3.1; Part 3.3 App. A.2): split the "
+        "people (or a seeded sample of K) into a train and a test half, fine-tune a copy of "
+        "the model with LoRA (query/value maps and embedding) on the train half's questions "
+        "and answers, and report exact-match greedy accuracy per attribute on both halves, "
+        "with bootstrap 95% intervals. Writes the report into the run folder, named by what "
+        "it is: probe.json (every person, split by seed 0), probe-people200-seed0.json, ...",
+    )
+    default = validate.PROBE_DEFAULTS
+    p.add_argument("run", help="run folder")
+    p.add_argument("--people", metavar="K", help="probe a seeded sample of K people (default all)")
+    p.add_argument("--seed", help="sample, split, LoRA init and order seed (default 0)")
+    p.add_argument("--epochs", help=f"passes over the train half's QA ({default['epochs']})")
+    p.add_argument("--batch", help=f"QA texts per fine-tuning step ({default['batch']})")
+    p.add_argument("--rank", help=f"LoRA rank of the query and value maps ({default['rank']})")
+    p.add_argument(
+        "--embedding-rank",
+        help=f"LoRA rank of the embedding, 0 for none ({default['embedding_rank']})",
+    )
+    p.add_argument("--device", help=DEVICE_HELP)
+    outputs(p, "print the report as one JSON object")
 
 
 def cmd_probe(args) -> int:
     from bioknow import probe
 
-    report = probe.probe_run(
-        args.run,
-        progress=True,
-        people=args.people,
-        seed=args.seed,
-        epochs=args.epochs,
-        batch=args.batch,
-        rank=args.rank,
-        embedding_rank=args.embedding_rank,
-        device=args.device,
+    names = ("people", "seed", "epochs", "batch", "rank", "embedding_rank", "device")
+    report = probe.probe_run(args.run, progress=True, **options(args, *names))
+    return answer(args, report, lambda: probe_table(report))
+
+
+# export
+
+
+def export_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "export",
+        cmd_export,
+        help="write a finished run as a Hugging Face transformers checkpoint",
+        description="Export a finished run with its tokenizer: gpt2 and gpt2-mlp4 as "
+        "GPTNeoXForCausalLM, llama as LlamaForCausalLM, mistral as MistralForCausalLM. "
+        "AutoModelForCausalLM.from_pretrained(OUT) then gives the same logits; "
+        "bioknow eval --hf-model OUT --data DATA evaluates it.",
     )
-    print(json.dumps(report) if args.json else probe_table(report))
-    return 0
+    p.add_argument("run", help="run folder")
+    p.add_argument("--out", required=True, help="output folder")
+    outputs(p, "print a JSON summary", "replace an existing export")
 
 
 def cmd_export(args) -> int:
     from bioknow import export
 
     summary = export.export_run(args.run, args.out, overwrite=args.overwrite)
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(f"{summary['class']} with P = {summary['params']['P']:,} written to {args.out}")
-    return 0
+    written = f"{summary['class']} with P = {summary['params']['P']:,} written to {args.out}"
+    return answer(args, summary, lambda: written)
+
+
+# sweep
+
+
+def sweep_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "sweep",
+        cmd_sweep,
+        help="train and evaluate a grid of datasets x models x exposures",
+        description="Run a YAML or JSON grid (datasets, models, exposures, recipe overrides, "
+        "seeds, quantize): datasets are generated once and shared, each point trains and "
+        "evaluates in its own run folder, results go to runs.parquet and runs.csv (the "
+        "column `report` names the evaluation report each row is read from). Running it "
+        "again skips finished points, resumes interrupted ones and retries failed ones. "
+        "See scripts/sweep-cpu.yaml.",
+    )
+    p.add_argument("config", help="sweep config (YAML or JSON)")
+    p.add_argument("--out", required=True, help="sweep folder")
+    p.add_argument(
+        "--device", choices=["cpu", "cuda"], help="default: one slot per GPU if any, else the CPU"
+    )
+    p.add_argument("--per-gpu", default=1, help="runs sharing each GPU")
+    p.add_argument(
+        "--cpu-slots",
+        default=1,
+        help="runs at once on the CPU, each with an equal share of the cores (default 1)",
+    )
+    outputs(p, "print the result rows as JSON")
 
 
 def cmd_sweep(args) -> int:
     from bioknow import sweep
 
-    rows = sweep.run_sweep(
-        args.config,
-        args.out,
-        device=args.device,
-        per_gpu=args.per_gpu,
-        cpu_slots=args.cpu_slots,
-        progress=True,
-    )
-    if args.json:
-        print(json.dumps(rows))
-        return 0
+    placement = options(args, "device", "per_gpu", "cpu_slots")
+    rows = sweep.run_sweep(args.config, args.out, **placement, progress=True)
+    failed = any(r["status"] == "failed" for r in rows)
+    return answer(args, rows, lambda: sweep_summary(rows, args.out), 1 if failed else 0)
+
+
+def sweep_summary(rows: list[dict], out: str) -> str:
+    """How many results are done; each one's R and the report it is read from, and each
+    failure's reason."""
     failed = [r for r in rows if r["status"] == "failed"]
-    print(
-        f"{len(rows) - len(failed)} of {len(rows)} results done in {args.out} "
-        f"(runs.parquet, runs.csv)"
-    )
+    lines = [
+        f"{len(rows) - len(failed)} of {len(rows)} results done in {out} (runs.parquet, runs.csv)"
+    ]
     for r in rows:
         if r["status"] == "done" and "R" in r:
-            print(f"  {r['point']} [{r['quantize']}]: R {r['R']:.4f} of Rmax {r['R_max']:.4f}")
-    for r in failed:
-        print(f"  FAILED {r['point']}: {r['error']}")
-    return 1 if failed else 0
+            lines.append(f"  {r['point']} [{r['report']}]: R {r['R']:.4f} of Rmax {r['R_max']:.4f}")
+    lines += [f"  FAILED {r['point']}: {r['error']}" for r in failed]
+    return "\n".join(lines)
+
+
+# plot
+
+
+def plot_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "plot",
+        cmd_plot,
+        help="Figure-1 style plots of a sweep",
+        description="Plot a sweep's runs.parquet. capacity (default): bits stored against P "
+        "on log-log axes, one colour per N, lines at 1 and 2 bits per parameter and each N's "
+        "maximum bits, beside R against P. exposures: R against exposures. architecture: R "
+        "against P per model family. quantized: R against P per quantization setting.",
+    )
+    p.add_argument("dir", help="sweep folder (holding runs.parquet)")
+    p.add_argument("--out", required=True, help="figure file to write: .png, .pdf or .svg")
+    p.add_argument(
+        "--kind", default="capacity", choices=["capacity", "exposures", "architecture", "quantized"]
+    )
+    p.add_argument("--dpi", default=150, help="resolution, 50 to 1200")
+    outputs(p, "print a JSON summary")
 
 
 def cmd_plot(args) -> int:
@@ -365,333 +757,61 @@ def cmd_plot(args) -> int:
     except plot.NothingToCompare as e:
         print(f"bioknow: warning: {e}", file=sys.stderr)
         return 0
-    print(json.dumps({"figure": str(path), "kind": args.kind}) if args.json else f"wrote {path}")
-    return 0
+    return answer(args, {"figure": str(path), "kind": args.kind}, lambda: f"wrote {path}")
+
+
+# fit
+
+
+def fit_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "fit",
+        cmd_fit,
+        help="scaling-law fits of a sweep, with bootstrap intervals",
+        description="Fit a sweep's runs.parquet: the capacity law bits = min(R* P, bits_max) "
+        "with each N's peak R; power laws (and with offset) of --metric against --against per "
+        "N; Kaplan's L(N) and L(N, S); Chinchilla's E + A/N^alpha + B/D^beta (summed Huber on "
+        "log residuals, L-BFGS from many starts). 95% bootstrap intervals; a fit that did "
+        "not converge says so. Writes DIR/fit.json and DIR/report.md.",
+    )
+    p.add_argument("dir", help="sweep folder (holding runs.parquet)")
+    p.add_argument("--metric", help="column to fit as a power law (default bits)")
+    p.add_argument("--against", help="column it is a power of (default P)")
+    outputs(p, "print fit.json's content")
 
 
 def cmd_fit(args) -> int:
     from bioknow import fit
 
     result = fit.fit_all(args.dir, metric=args.metric, against=args.against)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print((Path(args.dir) / "report.md").read_text(), end="")
-    return 0
+    return answer(args, result, lambda: (Path(args.dir) / "report.md").read_text().rstrip("\n"))
+
+
+SUBCOMMANDS = (
+    generate_parser,
+    info_parser,
+    train_parser,
+    eval_parser,
+    probe_parser,
+    export_parser,
+    sweep_parser,
+    plot_parser,
+    fit_parser,
+    corpus_parser,
+)
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="bioknow", description=__doc__.splitlines()[0] + " See README.md.")
+    parser = Parser(
+        prog="bioknow",
+        description="How many bits of knowledge a language model stores, per parameter "
+        "(Physics of Language Models, Part 3.3). See README.md.",
+    )
     parser.add_argument("--version", action="version", version=f"bioknow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    gen = commands.add_parser(
-        "generate",
-        help="write a synthetic biography dataset folder",
-        description="Generate N made-up people and their biographies (SPEC section 2). "
-        "bioS renders a fresh biography at every exposure (a sample is stored for "
-        "inspection); bioS-simple stores one fixed rendering per person.",
-    )
-    gen.add_argument("variant", choices=list(dataset.VARIANTS), help="dataset variant")
-    gen.add_argument("--n", required=True, help="number of people, e.g. 1e5")
-    gen.add_argument("--seed", default=0, help="random seed (default 0)")
-    gen.add_argument("--out", required=True, help="output folder (must be new or empty)")
-    gen.add_argument(
-        "--fields",
-        metavar="DIR",
-        help="fields and templates folder, in bioknow's layout or that of the paper's lists "
-        "(first_name.txt, city.txt, company.txt, ...; default: bioknow/templates, shipped "
-        "in the package)",
-    )
-    gen.add_argument(
-        "--tokenizer",
-        metavar="NAME_OR_PATH",
-        help="a Hugging Face tokenizer (tokenizer.json, a folder holding one, or a hub name) "
-        "instead of the default byte-level BPE trained on the fields",
-    )
-    gen.add_argument(
-        "--vocab-size",
-        metavar="V",
-        help="size of the default byte-level BPE (default 4096; years stay single tokens "
-        "only when it is large). A small one keeps a tiny model's embedding and "
-        "output layer small, e.g. for bioD",
-    )
-    gen.add_argument(
-        "--sample",
-        default=dataset.DEFAULT_SAMPLE,
-        help="bioS: renderings stored for inspection (default %(default)s)",
-    )
-    for letter, meaning in (
-        ("k", "attributes K"),
-        ("c", "chunks per value C"),
-        ("d", "diversity set size D"),
-        ("l", "tokens per chunk L"),
-        ("t", "alphabet size T"),
-    ):
-        gen.add_argument(f"--{letter}", help=f"bioD: {meaning}")
-    gen.add_argument(
-        "--renderings",
-        default=40,
-        help="bioR-style: fixed renderings per person (at most 40)",
-    )
-    gen.add_argument(
-        "--rewriter",
-        metavar="PATH",
-        help="bioR-style: a local transformers "
-        "causal LM that rewrites each biography (kept only if every value is there)",
-    )
-    gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    gen.add_argument("--json", action="store_true", help="print the manifest as JSON")
-    gen.set_defaults(func=cmd_generate)
-
-    info = commands.add_parser(
-        "info",
-        help="what a dataset or run folder holds",
-        description="Summarize a dataset folder (variant, N, knowledge bits, tokens, files) "
-        "or a run folder (model, P, progress, recipe, evaluations).",
-    )
-    info.add_argument("dir", help="dataset or run folder")
-    info.add_argument("--json", action="store_true", help="print one JSON object")
-    info.add_argument(
-        "--verify",
-        action="store_true",
-        help="check every file against its recorded checksum (manifest.json of a dataset, "
-        "integrity.json of a run); exit 2 naming the files that differ",
-    )
-    info.set_defaults(func=cmd_info)
-
-    tr = commands.add_parser(
-        "train",
-        help="train a model for an exact number of exposures",
-        description="Train a model on a dataset folder for E exposures (every person exactly "
-        "E times). Steps follow from E, the batch and the 512-token window. The recipe "
-        "(lr, weight decay, batch) defaults to the paper's table row nearest to N and E; "
-        "each part can be overridden. Under torchrun, trains with DDP on every rank. "
-        "Ctrl-C or SIGTERM writes a checkpoint; --resume continues from it.",
-    )
-    tr.add_argument("--data", metavar="DIR", help="dataset folder")
-    tr.add_argument(
-        "--model",
-        help="gpt2-L-H, llama-L-H, mistral-L-H, gpt2-mlp4-L-H, "
-        "gpt2-nomlp-L-H or gpt2-moe-L-H (L layers, H heads, hidden 64H)",
-    )
-    tr.add_argument("--exposures", help="exposures E per person")
-    tr.add_argument("--out", required=True, metavar="RUN", help="run folder")
-    tr.add_argument("--batch", help="global batch in 512-token windows")
-    tr.add_argument("--lr", help="peak learning rate")
-    tr.add_argument("--wd", help="weight decay")
-    tr.add_argument(
-        "--warmup",
-        help="warmup steps (default: 1000, or a tenth of a run shorter than 10,000 steps)",
-    )
-    tr.add_argument("--seed", help="init and data-order seed (default 0)")
-    tr.add_argument("--device", help="cpu, cuda or cuda:K (default: cuda if available)")
-    tr.add_argument(
-        "--junk-fraction",
-        metavar="F",
-        help="share F of the 512-token windows filled with junk biographies (SPEC 2.4)",
-    )
-    tr.add_argument(
-        "--junk-n",
-        metavar="N2",
-        help="people of the junk bioS(N2) population, computed per person, never stored "
-        "(1e8: random junk, 1000: repetitive junk)",
-    )
-    tr.add_argument(
-        "--useful-prefix",
-        metavar="TOKEN",
-        help="a special token (added to the tokenizer) that opens every useful biography",
-    )
-    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
-    tr.add_argument("--overwrite", action="store_true", help="replace an existing run")
-    tr.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        help="torch.compile the model (default: on CUDA, and on the CPU for runs of at "
-        "least 2000 steps, where it repays its cost)",
-    )
-    tr.add_argument(
-        "--cuda-graphs",
-        action="store_true",
-        help="compile with CUDA graphs (mode reduce-overhead: a step's kernels replayed at "
-        "once, for launch-bound tiny models; no effect on the CPU)",
-    )
-    tr.add_argument(
-        "--precision",
-        choices=["bf16", "float32"],
-        help="bf16 autocast (default on CUDA and on CPUs with native bf16) or float32",
-    )
-    tr.add_argument("--log-every", help="steps per metrics line (default 50)")
-    tr.add_argument(
-        "--checkpoint-every",
-        help="steps between checkpoints (default 1000; one is also written at the end)",
-    )
-    tr.add_argument(
-        "--stop-after",
-        metavar="STEPS",
-        help="checkpoint and stop after this many steps (continue with --resume)",
-    )
-    tr.add_argument(
-        "--tracker",
-        choices=["none", "tensorboard", "wandb"],
-        help="also log the config, loss, lr, tokens/s and eval reports to TensorBoard "
-        "(RUN/tensorboard/) or W&B (pip install 'bioknow[wandb]'; offline with "
-        "WANDB_MODE=offline)",
-    )
-    tr.add_argument("--json", action="store_true", help="print config and state as JSON")
-    tr.set_defaults(func=cmd_train)
-
-    ev = commands.add_parser(
-        "eval",
-        help="how many bits of knowledge a trained model stores",
-        description="Sum per-token losses on the name and value tokens of every biography "
-        "(or a seeded sample, with a bootstrap 95%% interval) and report p1, p2, bits, "
-        "R = bits / P against Rmax, per-attribute bits and greedy-decoding accuracy. "
-        "Writes RUN/eval.json (eval-int8.json, ... with --quantize).",
-    )
-    ev.add_argument("run", nargs="?", help="run folder")
-    ev.add_argument(
-        "--hf-model",
-        metavar="PATH",
-        help="a local transformers causal LM trained on a bioknow corpus, instead of a run",
-    )
-    ev.add_argument("--data", metavar="DIR", help="with --hf-model: the dataset folder")
-    ev.add_argument(
-        "--people",
-        default=None,
-        metavar="all|K",
-        help="evaluate all people (default) or a seeded sample of K",
-    )
-    ev.add_argument("--seed", default=0, help="sample and bootstrap seed")
-    ev.add_argument(
-        "--quantize",
-        choices=["none", "int8", "int4"],
-        default="none",
-        help="post-training weight quantization (reports R before and after)",
-    )
-    ev.add_argument(
-        "--method",
-        choices=["gptq", "rtn"],
-        default="gptq",
-        help="GPTQ calibrated on 1000 biographies, or round-to-nearest",
-    )
-    ev.add_argument("--batch", default=64, help="biographies per batch")
-    ev.add_argument("--device", help="cpu, cuda or cuda:K (default: cuda if available)")
-    ev.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        help="torch.compile the model, batches padded to one shape (default: on CUDA)",
-    )
-    ev.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    ev.set_defaults(func=cmd_eval)
-
-    pr = commands.add_parser(
-        "probe",
-        help="can the stored knowledge be extracted? a LoRA QA fine-tune on half the people",
-        description="Knowledge-extraction probe (Part 3.1; Part 3.3 App. A.2): split the "
-        "people (or a seeded sample of K) into a train and a test half, fine-tune a copy of "
-        "the model with LoRA (query/value and embedding) on the train half's questions and "
-        "answers, and report exact-match greedy accuracy per attribute on both halves, with "
-        "bootstrap 95%% intervals. Writes RUN/probe.json.",
-    )
-    pr.add_argument("run", help="run folder")
-    pr.add_argument("--people", metavar="K", help="probe a seeded sample of K people (default all)")
-    pr.add_argument("--seed", help="sample, split, LoRA init and order seed (default 0)")
-    default = validate.PROBE_DEFAULTS
-    pr.add_argument("--epochs", help=f"passes over the train half's QA ({default['epochs']})")
-    pr.add_argument("--batch", help=f"QA texts per fine-tuning step ({default['batch']})")
-    pr.add_argument("--rank", help=f"LoRA rank of the query and value maps ({default['rank']})")
-    pr.add_argument(
-        "--embedding-rank",
-        help=f"LoRA rank of the embedding, 0 for none ({default['embedding_rank']})",
-    )
-    pr.add_argument("--device", help="cpu, cuda or cuda:K (default: cuda if available)")
-    pr.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    pr.set_defaults(func=cmd_probe)
-
-    ex = commands.add_parser(
-        "export",
-        help="write a finished run as a Hugging Face transformers checkpoint",
-        description="Export a finished run with its tokenizer: gpt2 and gpt2-mlp4 as "
-        "GPTNeoXForCausalLM, llama as LlamaForCausalLM, mistral as MistralForCausalLM. "
-        "AutoModelForCausalLM.from_pretrained(OUT) then gives the same logits.",
-    )
-    ex.add_argument("run", help="run folder")
-    ex.add_argument("--out", required=True, help="output folder")
-    ex.add_argument("--overwrite", action="store_true", help="replace an existing export")
-    ex.add_argument("--json", action="store_true", help="print a JSON summary")
-    ex.set_defaults(func=cmd_export)
-
-    sw = commands.add_parser(
-        "sweep",
-        help="train and evaluate a grid of datasets x models x exposures",
-        description="Run a YAML or JSON grid (datasets, models, exposures, recipe overrides, "
-        "seeds, quantize): datasets are generated once and shared, each point trains and "
-        "evaluates in its own run folder, results go to runs.parquet and runs.csv. Running "
-        "it again skips finished points, resumes interrupted ones and retries failed ones. "
-        "See scripts/sweep-cpu.yaml.",
-    )
-    sw.add_argument("config", help="sweep config (YAML or JSON)")
-    sw.add_argument("--out", required=True, help="sweep folder")
-    sw.add_argument(
-        "--device", choices=["cpu", "cuda"], help="default: one slot per GPU if any, else the CPU"
-    )
-    sw.add_argument("--per-gpu", default=1, help="runs sharing each GPU")
-    sw.add_argument(
-        "--cpu-slots",
-        default=1,
-        help="runs at once on the CPU, each with an equal share of the cores (default 1)",
-    )
-    sw.add_argument("--json", action="store_true", help="print the result rows as JSON")
-    sw.set_defaults(func=cmd_sweep)
-
-    pl = commands.add_parser(
-        "plot",
-        help="Figure-1 style plots of a sweep",
-        description="Plot a sweep's runs.parquet. capacity (default): bits stored against P "
-        "on log-log axes, one colour per N, lines at 1 and 2 bits per parameter and each N's "
-        "maximum bits, beside R against P. exposures: R against exposures. architecture: R "
-        "against P per model family. quantized: R against P per quantization setting.",
-    )
-    pl.add_argument("dir", help="sweep folder (holding runs.parquet)")
-    pl.add_argument("--out", required=True, help="figure file to write: .png, .pdf or .svg")
-    pl.add_argument(
-        "--kind", default="capacity", choices=["capacity", "exposures", "architecture", "quantized"]
-    )
-    pl.add_argument("--dpi", default=150, help="resolution, 50 to 1200")
-    pl.add_argument("--json", action="store_true", help="print a JSON summary")
-    pl.set_defaults(func=cmd_plot)
-
-    ft = commands.add_parser(
-        "fit",
-        help="scaling-law fits of a sweep, with bootstrap intervals",
-        description="Fit a sweep's runs.parquet: the capacity law bits = min(R* P, bits_max) "
-        "with each N's peak R; power laws (and with offset) of --metric against --against per "
-        "N; Kaplan's L(N) and L(N, S); Chinchilla's E + A/N^alpha + B/D^beta (summed Huber on "
-        "log residuals, L-BFGS from many starts). 95%% bootstrap intervals; a fit that did "
-        "not converge says so. Writes DIR/fit.json and DIR/report.md.",
-    )
-    ft.add_argument("dir", help="sweep folder (holding runs.parquet)")
-    ft.add_argument("--metric", help="column to fit as a power law (default bits)")
-    ft.add_argument("--against", help="column it is a power of (default P)")
-    ft.add_argument("--json", action="store_true", help="print fit.json's content")
-    ft.set_defaults(func=cmd_fit)
-
-    cor = commands.add_parser(
-        "corpus",
-        help="write the exact training token stream as shards for other trainers",
-        description="Materialize the exposure-exact stream bioknow trains on (every person "
-        "exactly E times, a fresh order per round, 512-token windows): flat token and label "
-        ".bin shards with a JSON header, or parquet rows of windows. Resumes a stopped run.",
-    )
-    cor.add_argument("dir", help="dataset folder")
-    cor.add_argument("--exposures", required=True, help="exposures E")
-    cor.add_argument("--out", required=True, help="output folder")
-    cor.add_argument("--format", choices=["bin", "parquet"], default="bin", help="shard format")
-    cor.add_argument("--seed", default=0, help="order seed (as train's --seed)")
-    cor.add_argument("--overwrite", action="store_true", help="replace an existing corpus")
-    cor.add_argument("--json", action="store_true", help="print the header as JSON")
-    cor.set_defaults(func=cmd_corpus)
+    for add in SUBCOMMANDS:
+        add(commands)
     return parser
 
 

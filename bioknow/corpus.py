@@ -1,10 +1,12 @@
 """Materialized corpora: exactly the exposure-exact stream bioknow trains on, written as
 shards for other trainers (DESIGN section 3).
 
-    OUT/corpus.json            header: dtype, vocabulary, window, counts, label scheme, shards
-    OUT/tokens-00000.bin ...   --format bin: flat token ids (uint16 if the vocabulary fits)
-    OUT/labels-00000.bin ...   a uint8 label id per token
-    OUT/train-00000.parquet    --format parquet: one row per window (input_ids, labels, text)
+    OUT/corpus.json                 header: dtype, vocabulary, window, counts, label kinds, shards
+    OUT/tokens-00000.bin ...        --format bin: flat token ids (uint16 if the vocabulary fits)
+    OUT/label_kinds-00000.bin ...   a uint8 label kind per token (name, gender, birth_date, ...)
+    OUT/train-00000.parquet         --format parquet: one row per window, as transformers'
+                                    causal LMs train on them (input_ids, attention_mask,
+                                    labels) with the label kinds and the text beside them
 
 Consecutive `window`-token slices of the concatenated shards are the training windows.
 Each shard is written under a temporary name and renamed, and the header comes last; a
@@ -25,14 +27,15 @@ from bioknow.progress import Progress
 from bioknow.render.tokens import LABELS
 from bioknow.stream import WINDOW, TrainStream
 
-FORMAT = "bioknow-corpus/1"
+FORMAT = "bioknow-corpus/2"  # 2: label kinds apart from the targets
 SHARD_WINDOWS = 8192
 FORMATS = ("bin", "parquet")
+IGNORE = -100  # a target transformers' losses skip
 
 
 def shard_names(fmt: str, k: int) -> list[str]:
     if fmt == "bin":
-        return [f"tokens-{k:05d}.bin", f"labels-{k:05d}.bin"]
+        return [f"tokens-{k:05d}.bin", f"label_kinds-{k:05d}.bin"]
     return [f"train-{k:05d}.parquet"]
 
 
@@ -77,6 +80,7 @@ def write_corpus(
     )
     exposures, fmt, seed, out = checked["exposures"], checked["format"], checked["seed"], Path(out)
     params = {
+        "format_version": FORMAT,
         "dataset": str(Path(ds.path).resolve()),
         "manifest_sha256": atomic.sha256(Path(ds.path) / "manifest.json"),
         "exposures": exposures,
@@ -105,18 +109,17 @@ def write_corpus(
     ) as bar:
         for batch in stream.batches(first):
             tokens = batch.tokens.ravel()[: batch.valid]
-            labels = batch.labels.ravel()[: batch.valid]
+            kinds = batch.labels.ravel()[: batch.valid]
             if fmt == "bin":
                 names = shard_names(fmt, batch.step)
                 atomic.write_bytes(out / names[0], tokens.astype(dtype).tobytes())
-                atomic.write_bytes(out / names[1], labels.tobytes())
+                atomic.write_bytes(out / names[1], kinds.tobytes())
             else:
                 write_parquet_shard(
-                    ds, tokens, labels, window, out / shard_names(fmt, batch.step)[0]
+                    ds, tokens, kinds, window, out / shard_names(fmt, batch.step)[0]
                 )
             bar.update(batch.valid)
     header = {
-        "format": FORMAT,
         **params,
         "variant": ds.manifest["variant"],
         "n": ds.manifest["n"],
@@ -126,7 +129,7 @@ def write_corpus(
         "tokens": stream.total_tokens,
         "windows": -(-stream.total_tokens // window),
         "unit": "end-of-text token, then one biography",
-        "labels": list(LABELS),
+        "label_kinds": list(LABELS),
         "shards": [shard_names(fmt, k) for k in range(stream.steps)],
     }
     atomic.write_json(out / "corpus.json", header)
@@ -134,16 +137,31 @@ def write_corpus(
     return header
 
 
-def write_parquet_shard(ds: Dataset, tokens, labels, window: int, path: Path) -> None:
-    starts = range(0, len(tokens), window)
-    ids = [tokens[s : s + window].tolist() for s in starts]
+def write_parquet_shard(ds: Dataset, tokens, kinds, window: int, path: Path) -> None:
+    """One row per window, as transformers' causal LMs train on them: `input_ids`,
+    `attention_mask` and `labels` (the input ids, IGNORE on padding; the model shifts them
+    to score token t + 1 at position t), and beside them `label_kinds` (each token's label
+    kind, an index into corpus.json's `label_kinds`) and the window's `text`. A last,
+    shorter window is padded with end-of-text to the full window (mask 0, kind 0)."""
+    rows = -(-len(tokens) // window)
+    real = np.arange(rows * window) < len(tokens)
+    ids = np.full(rows * window, ds.table.eot, dtype=np.int32)
+    ids[: len(tokens)] = tokens
+    padded_kinds = np.zeros(rows * window, dtype=np.uint8)
+    padded_kinds[: len(tokens)] = kinds
+    offsets = pa.array(np.arange(0, rows * window + 1, window, dtype=np.int32))
+
+    def windows(values: np.ndarray) -> pa.ListArray:
+        return pa.ListArray.from_arrays(offsets, pa.array(values))
+
+    texts = [tokens[s : s + window].tolist() for s in range(0, len(tokens), window)]
     table = pa.table(
         {
-            "input_ids": pa.array(ids, pa.list_(pa.int32())),
-            "labels": pa.array(
-                [labels[s : s + window].tolist() for s in starts], pa.list_(pa.uint8())
-            ),
-            "text": pa.array(ds.tokenizer.decode_batch(ids, skip_special_tokens=False)),
+            "input_ids": windows(ids),
+            "attention_mask": windows(real.astype(np.int8)),
+            "labels": windows(np.where(real, ids, IGNORE).astype(np.int32)),
+            "label_kinds": windows(padded_kinds),
+            "text": pa.array(ds.tokenizer.decode_batch(texts, skip_special_tokens=False)),
         }
     )
     tmp = atomic.temp_path(path)
@@ -152,8 +170,8 @@ def write_parquet_shard(ds: Dataset, tokens, labels, window: int, path: Path) ->
 
 
 def read_bin(out) -> tuple[np.ndarray, np.ndarray]:
-    """All tokens and labels of a `bin` corpus, concatenated."""
+    """All tokens and label kinds of a `bin` corpus, concatenated."""
     header = integrity.read_json(Path(out) / "corpus.json")
     tokens = [np.fromfile(Path(out) / t, dtype=header["dtype"]) for t, _ in header["shards"]]
-    labels = [np.fromfile(Path(out) / lab, dtype=np.uint8) for _, lab in header["shards"]]
-    return np.concatenate(tokens), np.concatenate(labels)
+    kinds = [np.fromfile(Path(out) / k, dtype=np.uint8) for _, k in header["shards"]]
+    return np.concatenate(tokens), np.concatenate(kinds)

@@ -60,8 +60,8 @@ SPAN_TYPE = pa.list_(
 )
 
 
-def population_table(population: Population, start: int, stop: int) -> pa.Table:
-    """Rows [start, stop) of the population: readable text and the codes behind it."""
+def name_columns(population: Population, start: int, stop: int) -> dict:
+    """Rows [start, stop) of the population: the person, the full name and its parts."""
     fields, codes = population.fields, population.codes
     n_middle, n_last = (len(fields.lists[k]) for k in ("middle_names", "last_names"))
     name_code = codes["name"][start:stop].astype(np.int64)
@@ -71,11 +71,17 @@ def population_table(population: Population, start: int, stop: int) -> pa.Table:
         "last_name": ("last_names", name_code % n_last),
     }
     names = {k: pc.take(pa.array(fields.lists[f]), pa.array(i)) for k, (f, i) in parts.items()}
-    columns = {
+    return {
         "person": pa.array(np.arange(start, stop, dtype=np.int64)),
         "name": pc.binary_join_element_wise(*names.values(), " "),
         **names,
     }
+
+
+def population_table(population: Population, start: int, stop: int) -> pa.Table:
+    """Rows [start, stop) of a bioS population: readable text and the codes behind it."""
+    fields, codes = population.fields, population.codes
+    columns = name_columns(population, start, stop)
     for attribute in (*KNOWLEDGE, "work_city"):
         code = codes["employer" if attribute == "work_city" else attribute][start:stop]
         columns[attribute] = pc.take(pa.array(fields.values(attribute)), pa.array(code))
@@ -83,6 +89,40 @@ def population_table(population: Population, start: int, stop: int) -> pa.Table:
     for attribute in KNOWLEDGE:
         columns[f"{attribute}_id"] = pa.array(codes[attribute][start:stop])
     return pa.table(columns)
+
+
+def biod_population_table(table: BioDTable, start: int, stop: int) -> pa.Table:
+    """Rows [start, stop) of a bioD population: the name, the gender (its pronoun is in
+    the text) and the value chunks, [K][C] indices into each attribute's diversity set
+    (`value_chunks[a][j]`: chunk j of ID a + 1, a row of diversity.parquet)."""
+    population, p = table.population, table.params
+    columns = name_columns(population, start, stop)
+    gender = population.codes["gender"][start:stop]
+    columns["gender"] = pc.take(pa.array(population.fields.values("gender")), pa.array(gender))
+    columns["name_id"] = pa.array(population.codes["name"][start:stop])
+    values = table.values(np.arange(start, stop)).astype(chunk_dtype(p.d)).ravel()
+    per_attribute = pa.FixedSizeListArray.from_arrays(pa.array(values), p.c)
+    columns["value_chunks"] = pa.FixedSizeListArray.from_arrays(per_attribute, p.k)
+    return pa.table(columns)
+
+
+def chunk_dtype(d: int):
+    """The smallest unsigned type of an index into a diversity set of D strings."""
+    return np.uint16 if d <= 1 << 16 else np.uint32
+
+
+def diversity_table(table: BioDTable) -> pa.Table:
+    """bioD's diversity sets: one row per (attribute, string), its L symbol numbers
+    (symbol j is written <|tj|>)."""
+    k, d, width = table.sets.shape
+    symbols = pa.array(table.sets.astype(np.uint16).ravel())
+    return pa.table(
+        {
+            "attribute": pa.array(np.repeat(np.arange(1, k + 1, dtype=np.int32), d)),
+            "index": pa.array(np.tile(np.arange(d, dtype=np.int32), k)),
+            "symbols": pa.FixedSizeListArray.from_arrays(symbols, width),
+        }
+    )
 
 
 def renderings_table(renderings: list[Rendering]) -> pa.Table:
@@ -99,13 +139,19 @@ def renderings_table(renderings: list[Rendering]) -> pa.Table:
     )
 
 
-def write_population(population: Population, path: Path, progress: bool) -> None:
+def write_population(population: Population, table, path: Path, progress: bool) -> None:
+    """population.parquet, written in chunks of people (bioD: of bounded chunk count)."""
     n = len(population)
-    with pq.ParquetWriter(path, population_table(population, 0, 0).schema, compression="zstd") as w:
-        starts = range(0, n, SHARD_ROWS * 10)
+    if isinstance(table, BioDTable):
+        rows = partial(biod_population_table, table)
+        chunk = max(1, min(SHARD_ROWS * 10, (1 << 24) // (table.params.k * table.params.c)))
+    else:
+        rows, chunk = partial(population_table, population), SHARD_ROWS * 10
+    with pq.ParquetWriter(path, rows(0, 0).schema, compression="zstd") as w:
+        starts = range(0, n, chunk)
         with Progress(len(starts), "population.parquet", "chunk", enabled=progress) as bar:
             for start in starts:
-                w.write_table(population_table(population, start, min(n, start + SHARD_ROWS * 10)))
+                w.write_table(rows(start, min(n, start + chunk)))
                 bar.update(1)
 
 
@@ -170,10 +216,15 @@ def dataset_card(manifest: dict) -> str:
             "- config_name: renderings\n  default: true\n  data_files:\n"
             "  - split: train\n    path: renderings/*.parquet"
         )
-    configs.append(
-        "- config_name: population\n  data_files:\n  - split: train\n    path: population.parquet"
-    )
+    tables = ["population", *(["diversity"] if "biod" in manifest else [])]
+    configs += [
+        f"- config_name: {name}\n  data_files:\n  - split: train\n    path: {name}.parquet"
+        for name in tables
+    ]
     bits = manifest["knowledge_bits"]
+    terms = f"{bits['name']:.6g} in names, {bits['value']:.6g} in values"
+    if "diversity" in bits:
+        terms += f", {bits['diversity']:.6g} in the diversity sets"
     return (
         "---\nconfigs:\n" + "\n".join(configs) + "\n---\n\n"
         f"# {manifest['variant']}(N={manifest['n']}), seed {manifest['seed']}\n\n"
@@ -181,8 +232,7 @@ def dataset_card(manifest: dict) -> str:
         f"{manifest['versions']['bioknow']}.\n"
         f"Renderings: {manifest['renderings']['kind']}; {manifest['renderings']['stored']} "
         "stored in `renderings/` (text with character spans of the name and every value).\n"
-        f"Maximum knowledge: {bits['total']:.6g} bits ({bits['name']:.6g} in names, "
-        f"{bits['value']:.6g} in values).\n"
+        f"Maximum knowledge: {bits['total']:.6g} bits ({terms}).\n"
     )
 
 
@@ -284,7 +334,9 @@ def generate(
     with atomic.new_dir(out, overwrite) as tmp:
         fields.write(tmp / "fields")
         atomic.write_bytes(tmp / "tokenizer.json", tok.to_str().encode())
-        write_population(population, tmp / "population.parquet", progress)
+        write_population(population, table, tmp / "population.parquet", progress)
+        if params:
+            pq.write_table(diversity_table(table), tmp / "diversity.parquet", compression="zstd")
         rewritten = Counter()
         parts = []
         if variant == "bioD":
@@ -314,12 +366,7 @@ def generate(
             "seed": seed,
             "n0": fields.n0,
             "log2_n0": math.log2(fields.n0),
-            "log2_s0": fields.log2_s0,
-            "knowledge_bits": biod_module.knowledge_bits(n, fields.n0, params)
-            if params
-            else capacity.bios_max_bits(n, fields.n0, fields.log2_s0),
-            "attributes": {a: fields.cardinality(a) for a in KNOWLEDGE},
-            **({"biod": params.as_dict()} if params else {}),
+            **(biod_about(n, fields.n0, params) if params else bios_about(n, fields)),
             **(
                 {
                     "renderings_per_person": renderings,
@@ -329,7 +376,6 @@ def generate(
                 else {}
             ),
             **({"rewriter": {"model": str(rewriter), **rewritten}} if rewriter else {}),
-            "templates": {s: len(t) for s, t in fields.templates.items()},
             "renderings": {"kind": VARIANTS[variant], "stored": stored, "shards": shards},
             "tokenizer": {
                 "source": tokenizer or f"default byte-level BPE ({vocab_size})",
@@ -348,6 +394,28 @@ def generate(
     return manifest
 
 
+def bios_about(n: int, fields: Fields) -> dict:
+    """The manifest's account of bioS knowledge: log2 S0, the six attributes' sizes, the
+    templates, and the bits of Def. 4.3's Rmax."""
+    return {
+        "log2_s0": fields.log2_s0,
+        "knowledge_bits": capacity.bios_max_bits(n, fields.n0, fields.log2_s0),
+        "attributes": {a: fields.cardinality(a) for a in KNOWLEDGE},
+        "templates": {s: len(t) for s, t in fields.templates.items()},
+    }
+
+
+def biod_about(n: int, n0: int, params) -> dict:
+    """The manifest's account of bioD knowledge: K, C, D, L, T, the bits of one person's
+    values, and the three terms of Def. 4.1's Rmax (names, values, diversity sets)."""
+    p = params
+    return {
+        "biod": params.as_dict(),
+        "value_bits_per_person": p.k * p.c * math.log2(p.d),
+        "knowledge_bits": biod_module.knowledge_bits(n, n0, params),
+    }
+
+
 # Rough costs, for refusing up front what cannot fit: bytes per person while generating
 # (codes, names, token statistics), and on disk per stored rendering (parquet, zstd).
 BYTES_PER_PERSON = 64
@@ -356,12 +424,13 @@ BYTES_PER_RENDERING = 400
 
 def check_resources(variant: str, n: int, renderings: int, params, out) -> None:
     """Refuse a dataset whose estimated memory or disk exceeds the machine's."""
-    needed = n * BYTES_PER_PERSON
+    needed, disk = n * BYTES_PER_PERSON, renderings * BYTES_PER_RENDERING
     if params is not None:  # the K diversity sets, their token ids and piece tables
         p = params
         needed += p.k * p.d * (12 * p.l + 24) + biod_module.CHUNK_PEOPLE * p.k * p.c * 24
+        disk += n * p.k * p.c * np.dtype(chunk_dtype(p.d)).itemsize  # the value chunks
     validate.fits_memory(needed, f"{variant}(N={n:,})")
-    validate.fits_disk(renderings * BYTES_PER_RENDERING, out, f"{variant}(N={n:,})")
+    validate.fits_disk(disk, out, f"{variant}(N={n:,})")
 
 
 def versions() -> dict[str, str]:

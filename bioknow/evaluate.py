@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bioknow import capacity, integrity, track, validate
+from bioknow import atomic, capacity, export, integrity, track, validate
 from bioknow.errors import InputError
 from bioknow.fields import KNOWLEDGE
 from bioknow.progress import Progress
@@ -175,6 +175,18 @@ def model_scorer(model: torch.nn.Module, compile: bool = False) -> Scorer:
     return scorer
 
 
+def hf_scorer(model) -> Scorer:
+    """A transformers causal LM as a scorer: ids [b, L] -> float logits [b, L, V], position
+    t predicting token t + 1 (float32; on CUDA, matrix products in TF32)."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+
+    def scorer(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(input_ids=x.long()).logits.float()
+
+    return scorer
+
+
 def evaluate(
     scorer: Scorer,
     ds,
@@ -243,11 +255,12 @@ def mean_accuracy(attributes: dict) -> float:
     return sum(scored) / len(scored)
 
 
-def eval_file(quantize: str, method: str) -> str:
-    """The run-folder file of one quantization setting."""
-    if quantize == "none":
-        return "eval.json"
-    return f"eval-{quantize}.json" if method == "gptq" else f"eval-{quantize}-{method}.json"
+def checked_arguments(**args) -> dict:
+    """eval's arguments checked by the validation layer, the device resolved."""
+    args = validate.check(validate.EVAL, args)
+    if "device" in args:
+        args["device"] = args["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
+    return args
 
 
 def evaluate_run(
@@ -256,36 +269,47 @@ def evaluate_run(
     seed: int = 0,
     quantize: str = "none",
     method: str = "gptq",
-    batch: int = 64,
+    eval_batch: int = 64,
     device: str | None = None,
     progress: bool = False,
     compile: bool | None = None,
 ) -> dict:
-    """Evaluate a run's final weights (or its latest checkpoint); with quantization, also
-    the quantized model, reporting R before and after. Writes RUN/eval*.json. `compile`:
+    """Evaluate a run's final weights (or its latest checkpoint) on all its people or a
+    seeded sample; with quantization, also the quantized model, reporting R before and
+    after. Writes the report to the run folder under a name saying what it is
+    (`runfolder.report_name`: eval.json, eval-people20-seed0.json, eval-int8.json, ...),
+    recorded in its integrity.json. `eval_batch`: biographies per forward pass. `compile`:
     torch.compile the scorer (default: on CUDA)."""
     from bioknow.process import RunLock
-    from bioknow.runfolder import read_config
+    from bioknow.runfolder import read_config, report_name
     from bioknow.train import load_run, open_run_dataset, run_table
 
-    args = dict(people=people, seed=seed, quantize=quantize, method=method, batch=batch)
-    args = validate.check(validate.EVAL, {**args, "device": device, "compile": compile})
-    device = args.pop("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    args = checked_arguments(
+        people=people,
+        seed=seed,
+        quantize=quantize,
+        method=method,
+        eval_batch=eval_batch,
+        device=device,
+        compile=compile,
+    )
+    device = args.pop("device")
     if args["compile"] is None:
         args["compile"] = device.startswith("cuda")
     run = Path(run)
     config = read_config(run)
+    name = report_name(config["n"], *(args[k] for k in ("people", "seed", "quantize", "method")))
     with RunLock(run):
         config, model, state = load_run(run)  # every file checked before any work
         ds = open_run_dataset(config)
         table = run_table(config, ds)
         vocab = config["model"]["vocab_size"]
-        check_memory(args["batch"], table, vocab, config["params"]["total"], device)
+        check_memory(args["eval_batch"], table, vocab, config["params"]["total"], device)
         model = model.to(device)
         args["run"] = str(run)
         report = evaluate_model(model, config, state, ds, table, args, device, progress)
+        report["report"] = name
         check_finite(report, str(run))
-        name = eval_file(quantize, method)
         integrity.write_run_json(run, name, report)
         accuracy = mean_accuracy(report["attributes"])
         track.log_report(
@@ -310,7 +334,7 @@ def evaluate_model(model, config, state, ds, table, args: dict, device, progress
     common = dict(
         people=args["people"],
         seed=args["seed"],
-        batch=args["batch"],
+        batch=args["eval_batch"],
         device=device,
         progress=progress,
         table=table,
@@ -343,25 +367,28 @@ def evaluate_hf(
     data,
     people: int | None = None,
     seed: int = 0,
-    batch: int = 64,
+    eval_batch: int = 64,
     device: str | None = None,
+    out=None,
     progress: bool = False,
 ) -> dict:
     """Evaluate a local transformers causal LM trained on a bioknow corpus (with the
-    dataset's tokenizer); P is counted as for bioknow's own models."""
-    from bioknow import export
+    dataset's tokenizer); P is counted as for bioknow's own models. Writes the report to
+    `out`, by default into the model's folder under the name a run's report would have
+    (eval.json, eval-people20-seed0.json, ...)."""
     from bioknow.dataset import open_dataset
+    from bioknow.runfolder import report_name
 
-    checked = validate.check(validate.EVAL, dict(people=people, seed=seed, batch=batch))
-    people, seed, batch = checked["people"], checked["seed"], checked["batch"]
-    device = validate.Device()(device, "--device") if device else None
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args = checked_arguments(people=people, seed=seed, eval_batch=eval_batch, device=device)
+    people, seed, batch, device = (args[k] for k in ("people", "seed", "eval_batch", "device"))
     ds = open_dataset(data)
+    target = Path(path) / report_name(ds.manifest["n"], people, seed) if out is None else Path(out)
+    validate.OutPath(file=True)(str(target), "--out")
     model, _ = export.load_hf(path, device)
     params = export.hf_parameter_counts(model, ds.manifest["tokenizer"]["used_ids"])
     check_memory(batch, ds.table, model.config.vocab_size, params["total"], device)
     report = evaluate(
-        export.hf_scorer(model),
+        hf_scorer(model),
         ds,
         params,
         people=people,
@@ -370,6 +397,14 @@ def evaluate_hf(
         device=device,
         progress=progress,
     )
-    report.update(hf_model=str(path), variant=ds.manifest["variant"], quantize="none")
+    report.update(
+        hf_model=str(path),
+        data=str(data),
+        variant=ds.manifest["variant"],
+        quantize="none",
+        report=str(target),
+    )
     check_finite(report, str(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(target, report)
     return report

@@ -1,5 +1,5 @@
-"""Export a finished run as a Hugging Face transformers checkpoint, and score and count
-any local transformers causal LM as bioknow does its own models.
+"""Export a finished run as a Hugging Face transformers checkpoint; load any local
+transformers causal LM and count its parameters as bioknow counts its own models.
 
     gpt2-L-H, gpt2-mlp4-L-H   GPTNeoXForCausalLM (sequential residual, full rotary, tied)
     llama-L-H                 LlamaForCausalLM
@@ -18,7 +18,6 @@ from torch import Tensor
 from bioknow import atomic, integrity, validate
 from bioknow import tokenizer as tokenizers
 from bioknow.errors import InputError
-from bioknow.evaluate import Scorer
 from bioknow.model import ModelConfig, Transformer
 
 # bioknow module names inside a block -> the transformers ones, per family
@@ -205,15 +204,3 @@ def hf_parameter_counts(model, used_ids: int) -> dict[str, int]:
         "total": total,
         "non_embedding": non_embedding,
     }
-
-
-def hf_scorer(model) -> Scorer:
-    """A transformers causal LM as a scorer: ids [b, L] -> float logits [b, L, V], position
-    t predicting token t + 1 (float32; on CUDA, matrix products in TF32)."""
-    torch.backends.cuda.matmul.allow_tf32 = True
-
-    def scorer(x: Tensor) -> Tensor:
-        with torch.no_grad():
-            return model(input_ids=x.long()).logits.float()
-
-    return scorer

@@ -32,6 +32,7 @@ NAME_FORMS = (
 _NAME = re.compile(  # family-L-H
     r"(gpt2|gpt2-mlp4|gpt2-nomlp|gpt2-moe|llama|mistral)-([1-9]\d*)-([1-9]\d*)", re.ASCII
 )
+MOE_FIELDS = ("n_expert", "capacity_train", "capacity_eval", "aux_loss_coef")
 # Weight matrices in a feed-forward layer, in units of d_model x mlp_hidden (MoE: one expert).
 _MLP_MATRICES = {"gelu4": 2, "gelu1": 2, "swiglu": 3, "moe": 2, "none": 0}
 
@@ -104,6 +105,15 @@ class ModelConfig:
             vocab_size=vocab_size,
             **arch,
         )
+
+    def to_dict(self) -> dict:
+        """The config as config.json holds it: the mixture-of-experts fields only for an
+        MoE model (`ModelConfig(**d)` takes it, and older configs that have them)."""
+        fields = dataclasses.asdict(self)
+        if self.mlp != "moe":
+            for key in MOE_FIELDS:
+                del fields[key]
+        return fields
 
     @property
     def head_dim(self) -> int:

@@ -9,7 +9,8 @@ linearly to 0, no warmup, weight decay 0.1, the loss on the answers' tokens. The
 question of both halves is answered by greedy decoding, exact match, scored on tokens
 as eval scores a value (`bioknow.evaluate.score`); the test half's accuracy is the
 knowledge the model can extract about people it was never asked about. Accuracies come
-with bootstrap 95% intervals over the people. The report is RUN/probe.json.
+with bootstrap 95% intervals over the people. The report goes into the run folder,
+named by what it is (`runfolder.probe_name`: probe.json for all people split by seed 0).
 """
 
 import math
@@ -237,13 +238,15 @@ def check_options(config: dict, options: dict) -> dict:
 
 def probe_run(run, progress: bool = False, **options) -> dict:
     """Probe a run's final weights (or its latest checkpoint): options people (K, default
-    all), seed, epochs, batch, rank, embedding_rank, device. Writes RUN/probe.json."""
+    all), seed, epochs, batch, rank, embedding_rank, device. Writes the report to the
+    run folder (probe.json, probe-people200-seed0.json, ...), recorded in integrity.json."""
     from bioknow.process import RunLock
-    from bioknow.runfolder import read_config
+    from bioknow.runfolder import probe_name, read_config
 
     run = Path(run)
     config = read_config(run)
     options = check_options(config, options)
+    name = probe_name(config["n"], options.get("people"), options["seed"])
     device = torch.device(options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     with RunLock(run):
         config, model, state = train.load_run(run)  # every file checked before any work
@@ -286,7 +289,8 @@ def probe_run(run, progress: bool = False, **options) -> dict:
                 **done,
             },
             **summary(hits, qa, options["seed"]),
+            "report": name,
         }
         evaluate.check_finite(report, str(run))
-        integrity.write_run_json(run, "probe.json", report)
+        integrity.write_run_json(run, name, report)
     return report

@@ -7,6 +7,8 @@
     RUN/checkpoints/latest                the name of the newest complete checkpoint
     RUN/model.safetensors                 the final weights
     RUN/metrics.jsonl                     step, tokens, loss, lr, tokens/s; appended
+    RUN/eval*.json                        evaluation reports, named by what they are
+    RUN/probe*.json                       knowledge-extraction probe reports, the same way
 
 Every file but metrics.jsonl is recorded in integrity.json when written and checked
 against it when read; a checkpoint's state records the size and SHA-256 of metrics.jsonl
@@ -35,6 +37,42 @@ from bioknow.errors import InputError
 FILES = ("model.safetensors", "optimizer.pt", "state.json")
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 STEP = re.compile(r"step-\d{8}")
+
+
+def report_name(
+    n: int, people: int | None = None, seed: int = 0, quantize: str = "none", method: str = "gptq"
+) -> str:
+    """The file name of an evaluation report, by what it is: `eval.json` (all N people),
+    `eval-people20-seed0.json` (a seeded sample), `eval-int8.json`, `eval-int4-rtn.json`
+    (quantized; GPTQ calibrates on a seeded sample, so `eval-seed3-int8.json` for seed 3),
+    `eval-people20-seed0-int8.json`. A sample of N or more people is all of them."""
+    parts = ["eval"]
+    if people is not None and people < n:
+        parts += [f"people{people}", f"seed{seed}"]
+    elif quantize != "none" and method == "gptq" and seed:
+        parts.append(f"seed{seed}")
+    if quantize != "none":
+        parts.append(quantize if method == "gptq" else f"{quantize}-{method}")
+    return "-".join(parts) + ".json"
+
+
+def probe_name(n: int, people: int | None = None, seed: int = 0) -> str:
+    """The file name of a probe report, by what it is: `probe.json` (all N people, split
+    by seed 0), `probe-seed1.json` (all, split by seed 1), `probe-people200-seed0.json` (a
+    seeded sample of 200)."""
+    if people is not None and people < n:
+        return f"probe-people{people}-seed{seed}.json"
+    return f"probe-seed{seed}.json" if seed else "probe.json"
+
+
+def is_probe(name: str) -> bool:
+    """Whether a run's recorded file is a probe report."""
+    return "/" not in name and name.startswith("probe") and name.endswith(".json")
+
+
+def is_report(name: str) -> bool:
+    """Whether a run's recorded file is an evaluation report."""
+    return "/" not in name and name.startswith("eval") and name.endswith(".json")
 
 
 def latest_checkpoint(run: Path) -> Path | None:
@@ -72,6 +110,7 @@ def save_checkpoint(run: Path, model, opt, state: dict) -> None:
     atomic.write_json(tmp / "state.json", state)
     for f in FILES[:2]:
         fsync(tmp / f)
+    atomic.readable(tmp)
     digests = {f"checkpoints/{name}/{f}": integrity.digest(tmp / f) for f in FILES}
     shutil.rmtree(folder / name, ignore_errors=True)
     os.replace(tmp, folder / name)
@@ -190,10 +229,34 @@ def read_metrics(run: Path) -> list[dict]:
 
 
 def read_config(run: Path) -> dict:
+    """A run's config.json, checked; a folder that is not a run is an InputError saying
+    what it is (an export, a transformers model) and what to run instead."""
     run = Path(run)
     if not (run / "config.json").is_file():
         raise InputError(f"{run}: not a bioknow run (no config.json)")
+    if not (run / integrity.RECORD).is_file():
+        not_a_run(run)
     return integrity.read_run_json(run, "config.json")
+
+
+def not_a_run(folder: Path) -> None:
+    """Refuse a transformers model folder (a `bioknow export` or any other) given for a
+    run, naming what it is and the command that reads it."""
+    about = folder / "bioknow.json"
+    if about.is_file():
+        source = integrity.read_json(about)
+        data = source.get("data", "DATA") if isinstance(source, dict) else "DATA"
+        origin = f" of run {source['run']}" if isinstance(source, dict) and "run" in source else ""
+        raise InputError(
+            f"{folder}: a transformers export{origin}, not a run; evaluate it with: "
+            f"bioknow eval --hf-model {folder} --data {data}"
+        )
+    config = integrity.read_json(folder / "config.json")
+    if isinstance(config, dict) and ("architectures" in config or "model_type" in config):
+        raise InputError(
+            f"{folder}: a transformers model, not a run; evaluate it with: "
+            f"bioknow eval --hf-model {folder} --data DATASET"
+        )
 
 
 def read_state(run: Path, checkpoint: Path | None = None) -> dict:
@@ -214,7 +277,7 @@ def weights_file(run: Path) -> Path:
     return integrity.check_run_file(run, rel(checkpoint, run) + "/model.safetensors")
 
 
-def verify(run: Path) -> dict:
+def verify_files(run: Path) -> dict:
     """Check every file of a run: the record, each recorded file, `latest` and the
     metrics; a summary, or an InputError naming the first bad file."""
     run = Path(run)
@@ -228,3 +291,26 @@ def verify(run: Path) -> dict:
             integrity.covered(run, f"{rel(checkpoint, run)}/{f}")
         metrics_prefix(run, read_state(run, checkpoint))
     return {"files": len(files), "metrics_lines": len(read_metrics(run))}
+
+
+def info(run, verify: bool = False) -> dict:
+    """What a run folder holds: its config, how far it got (the latest state) and its
+    evaluation and probe reports by name, each checked against the run's integrity.json (with
+    `verify`, every file: `verify_files`)."""
+    run = Path(run)
+    config = read_config(run)
+    checked = verify_files(run) if verify else None
+    recorded = integrity.load_record(run)
+    names = [name for name in recorded if is_report(name)]
+    reports = sorted(names, key=lambda name: (name != "eval.json", name))  # all people first
+    probes = sorted(name for name in recorded if is_probe(name))
+    about = {
+        "path": str(run),
+        "config": config,
+        "state": read_state(run),
+        "evals": {name: integrity.read_run_json(run, name) for name in reports},
+        "probes": {name: integrity.read_run_json(run, name) for name in probes},
+    }
+    if checked is not None:
+        about["verified"] = checked
+    return about

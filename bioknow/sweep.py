@@ -2,12 +2,13 @@
 
     DIR/sweep.json           the resolved grid (what each point is)
     DIR/data/ID/             datasets, shared by the runs that use them
-    DIR/runs/ID/             one run folder per point (train + eval*.json)
+    DIR/runs/ID/             one run folder per point (train, eval*.json, probe*.json)
     DIR/logs/ID.log          what the point's commands printed
     DIR/runs.parquet, .csv   one row per (point, quantization): every eval field, the
                              resolved config, wall time and tokens/s
 
-Each point runs `bioknow train` and `bioknow eval` as subprocesses, so a failure stays in
+Each point runs `bioknow train`, `bioknow eval` (and `bioknow probe`, with `probe:` in the
+config) as subprocesses, so a failure stays in
 its point and GPUs are placed with CUDA_VISIBLE_DEVICES: one slot per GPU (or `per_gpu`
 slots sharing one), or `cpu_slots` on the CPU, each with an equal share of its cores
 (tiny models use two cores poorly: two one-core runs at once get more done than one
@@ -35,7 +36,7 @@ import yaml
 
 from bioknow import atomic, dataset, integrity, process, runfolder, track, validate
 from bioknow.errors import InputError
-from bioknow.evaluate import eval_file, mean_accuracy
+from bioknow.evaluate import mean_accuracy
 from bioknow.model import ModelConfig
 from bioknow.progress import Progress
 
@@ -195,11 +196,15 @@ def probe_section(value) -> dict | None:
 
 
 def load_config(path) -> dict:
-    """A YAML or JSON grid (JSON is YAML), checked."""
-    try:
-        config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise InputError(f"{path}: unreadable sweep config ({str(e).splitlines()[0]})") from None
+    """A grid from a YAML or JSON file (JSON is YAML), or given as a mapping, checked."""
+    if isinstance(path, dict):
+        config, path = path, "sweep config"
+    else:
+        try:
+            config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            first = str(e).splitlines()[0]
+            raise InputError(f"{path}: unreadable sweep config ({first})") from None
     if not isinstance(config, dict):
         raise InputError(f"{path}: a sweep config is a mapping (datasets, models, exposures, ...)")
     unknown = set(config) - TOP_KEYS
@@ -274,13 +279,30 @@ def recorded(run: Path) -> dict:
         return {}
 
 
-def point_done(run: Path, quantize: list[str], probe: bool = False) -> bool:
-    names = ["model.safetensors", *(eval_file(q, "gptq") for q in quantize)]
-    return all(n in recorded(run) for n in names + (["probe.json"] if probe else []))
+def report_of(point: Point, config: dict, quantize: str) -> str:
+    """The report a point's evaluation writes for one quantization setting (all people,
+    or the sample the config's `eval: {people: K}` asks for, seed 0)."""
+    people = (config.get("eval") or {}).get("people")
+    return runfolder.report_name(point.data["n"], people, 0, quantize)
+
+
+def probe_of(point: Point, config: dict) -> str | None:
+    """The probe report a point writes (None: the config asks for no probe)."""
+    options = config.get("probe")
+    if options is None:
+        return None
+    return runfolder.probe_name(point.data["n"], options.get("people"), options.get("seed", 0))
+
+
+def point_done(point: Point, sweep: Path, config: dict, quantize: list[str]) -> bool:
+    names = ["model.safetensors", *(report_of(point, config, q) for q in quantize)]
+    names += [probe_of(point, config)] if config.get("probe") is not None else []
+    return all(n in recorded(sweep / "runs" / point.id) for n in names)
 
 
 def commands(point: Point, sweep: Path, config: dict) -> list[list[str]]:
-    """The bioknow commands of one point: train (or resume), then each evaluation."""
+    """The bioknow commands of one point: train (or resume), then each evaluation, then
+    the probe if the config asks for one."""
     run = sweep / "runs" / point.id
     bioknow = [sys.executable, "-m", "bioknow"]
     train_options = {**(config.get("train") or {}), **point.recipe}
@@ -311,14 +333,15 @@ def commands(point: Point, sweep: Path, config: dict) -> list[list[str]]:
     out = [] if "model.safetensors" in done else [train]
     evaluation = config.get("eval") or {}
     for q in quantize_settings(config):
-        if eval_file(q, "gptq") not in done:
+        if report_of(point, config, q) not in done:
             cmd = [*bioknow, "eval", str(run), "--quantize", q]
             if evaluation.get("people") not in (None, "all"):
                 cmd += ["--people", str(evaluation["people"])]
             out.append(cmd)
-    if config.get("probe") is not None and "probe.json" not in done:
-        options = [[f"--{k.replace('_', '-')}", str(v)] for k, v in sorted(config["probe"].items())]
-        out.append([*bioknow, "probe", str(run), *(a for pair in options for a in pair)])
+    probe = probe_of(point, config)
+    if probe is not None and probe not in done:
+        flags = [[f"--{k.replace('_', '-')}", str(v)] for k, v in sorted(config["probe"].items())]
+        out.append([*bioknow, "probe", str(run), *(a for pair in flags for a in pair)])
     return out
 
 
@@ -351,10 +374,14 @@ def run_point(point: Point, sweep: Path, config: dict, env: dict) -> str | None:
     return error
 
 
-def row(point: Point, sweep: Path, quantize: str, error: str | None, done: bool = True) -> dict:
-    """One results row: the point, the resolved config, the eval report, speed. `done`
-    False: a point not (yet) finished, its row "pending" with what it has so far."""
+def row(
+    point: Point, sweep: Path, config: dict, quantize: str, error: str | None, done: bool = True
+) -> dict:
+    """One results row: the point, the resolved config, the eval report (named in
+    `report`), speed. `done` False: a point not (yet) finished, its row "pending" with
+    what it has so far."""
     run = sweep / "runs" / point.id
+    report = report_of(point, config, quantize)
     out = {
         "point": point.id,
         "status": "failed" if error else "done" if done else "pending",
@@ -367,35 +394,26 @@ def row(point: Point, sweep: Path, quantize: str, error: str | None, done: bool 
         "model": point.model,
         "seed": point.seed,
         "quantize": quantize,
+        "report": report,
     }
     try:
-        out.update({k: v for k, v in run_columns(run, quantize).items() if k not in out})
+        out.update({k: v for k, v in run_columns(run, report).items() if k not in out})
+        out.update(probe_columns(run, probe_of(point, config)))
     except InputError as e:  # a damaged run: its row says so, never a wrong number
         out.update(status="failed", error=str(e))
     return out
 
 
-def run_columns(run: Path, quantize: str) -> dict:
-    """A run's columns: its resolved config, progress and evaluation report, each file
-    checked against the run's integrity.json."""
+def run_columns(run: Path, report: str) -> dict:
+    """A run's columns: its resolved config, progress and the evaluation report of that
+    name, each file checked against the run's integrity.json."""
     out = {}
     if not (run / "config.json").is_file():
         return out
     config = runfolder.read_config(run)
-    model = config["model"]
-    out.update(
-        family=model["family"],
-        n_layer=model["n_layer"],
-        n_head=model["n_head"],
-        d_model=model["d_model"],
-        batch=config["batch"],
-        lr=config["lr"],
-        wd=config["wd"],
-        warmup=config["warmup"],
-        steps=config["steps"],
-        tokens=config["tokens"],
-        config=json.dumps(config),
-    )
+    out.update({key: config["model"][key] for key in ("family", "n_layer", "n_head", "d_model")})
+    out.update({key: config[key] for key in ("batch", "lr", "wd", "warmup", "steps", "tokens")})
+    out["config"] = json.dumps(config)
     if runfolder.latest_checkpoint(run) is not None:
         state = runfolder.read_state(run)
         seconds = state.get("seconds")
@@ -404,10 +422,14 @@ def run_columns(run: Path, quantize: str) -> dict:
             wall_s=seconds,
             tokens_per_s=state["tokens"] / seconds if seconds else None,
         )
-    name = eval_file(quantize, "gptq")
-    if name in recorded(run):
-        report = integrity.read_run_json(run, name)
-        for key, value in report.items():
+    if report in recorded(run):
+        evaluation = integrity.read_run_json(run, report)
+        if (evaluation["people"] < evaluation["N"]) != ("-people" in report):
+            raise InputError(
+                f"{run / report}: holds {evaluation['people']} of {evaluation['N']} people, "
+                "not what its name says (an older bioknow's report); evaluate the run again"
+            )
+        for key, value in evaluation.items():
             if key == "attributes":
                 for attribute, figures in value.items():
                     for figure, number in figures.items():
@@ -418,23 +440,24 @@ def run_columns(run: Path, quantize: str) -> dict:
                 out[key] = value
             elif isinstance(value, list) and key.endswith("_ci95"):
                 out[f"{key}_low"], out[f"{key}_high"] = value
-        out["accuracy"] = mean_accuracy(report["attributes"])
-    if "probe.json" in recorded(run):
-        out.update(probe_columns(integrity.read_run_json(run, "probe.json")))
+        out["accuracy"] = mean_accuracy(evaluation["attributes"])
     return out
 
 
-def probe_columns(report: dict) -> dict:
-    """A probe report's columns: accuracy on each half with its interval, on average
-    (probe_test_accuracy, ...) and per attribute (probe_ATTRIBUTE_test_accuracy, ...)."""
-    out = {}
+def probe_columns(run: Path, name: str | None) -> dict:
+    """A probe report's columns, when the run has it: accuracy on each half with its
+    interval, on average (probe_test_accuracy, ...) and per attribute
+    (probe_birth_city_test_accuracy, probe_ID_1_test_accuracy, ...)."""
+    if name is None or name not in recorded(run):
+        return {}
+    report = integrity.read_run_json(run, name)
+    out = {"probe_report": name, "probe_people": report["people"]}
     for half in ("train", "test"):
-        figures = report[half]
-        out[f"probe_{half}_accuracy"] = figures["accuracy"]
-        out[f"probe_{half}_ci95_low"], out[f"probe_{half}_ci95_high"] = figures["ci95"]
-        for name, attribute in report["attributes"].items():
-            out[f"probe_{name.replace(' ', '_')}_{half}_accuracy"] = attribute[half]["accuracy"]
-    out["probe_people"] = report["people"]
+        out[f"probe_{half}_accuracy"] = report[half]["accuracy"]
+        out[f"probe_{half}_ci95_low"], out[f"probe_{half}_ci95_high"] = report[half]["ci95"]
+        for attribute, figures in report["attributes"].items():
+            key = f"probe_{attribute.replace(' ', '_')}_{half}_accuracy"
+            out[key] = figures[half]["accuracy"]
     return out
 
 
@@ -454,14 +477,14 @@ def trained_share(run: Path) -> float:
 
 
 def table_rows(
-    grid: list[Point], sweep: Path, quantize: list[str], errors: dict, probe: bool = False
+    grid: list[Point], sweep: Path, config: dict, quantize: list[str], errors: dict
 ) -> list[dict]:
     """Every point's rows, written to runs.parquet and runs.csv: finished, failed, or
     pending (a sweep stopped early still leaves the table of what it did)."""
     rows = []
     for p in grid:
-        done = point_done(sweep / "runs" / p.id, quantize, probe)
-        rows += [row(p, sweep, q, errors.get(p.id), done) for q in quantize]
+        done = point_done(p, sweep, config, quantize)
+        rows += [row(p, sweep, config, q, errors.get(p.id), done) for q in quantize]
     write_table(sweep, rows)
     return rows
 
@@ -484,7 +507,8 @@ def run_sweep(
     progress: bool = False,
     cpu_slots: int = 1,
 ) -> list[dict]:
-    """Run (or continue) the sweep of `config_path` in `out`; return the results rows."""
+    """Run (or continue) the sweep of `config_path` (a YAML or JSON file, or the grid as
+    a mapping) in `out`; return the results rows."""
     validate.check(
         validate.SWEEP,
         {"out": out, "device": device, "per_gpu": per_gpu, "cpu_slots": cpu_slots},
@@ -525,8 +549,7 @@ def run_sweep(
 
     quantize = quantize_settings(config)
     errors: dict[str, str | None] = {}
-    probe = config["probe"] is not None
-    pending = [p for p in grid if not point_done(sweep / "runs" / p.id, quantize, probe)]
+    pending = [p for p in grid if not point_done(p, sweep, config, quantize)]
     pending.sort(key=cost, reverse=True)
     lock = threading.Lock()
     running: set[str] = set()
@@ -555,7 +578,7 @@ def run_sweep(
             with lock:
                 running.discard(point.id)
                 errors[point.id] = error
-                table_rows(grid, sweep, quantize, errors, probe)  # the table so far
+                table_rows(grid, sweep, config, quantize, errors)  # the table so far
                 show()
                 bar.update(1)
 
@@ -568,7 +591,7 @@ def run_sweep(
         with lock:
             bar.tick()
     bar.close()
-    rows = table_rows(grid, sweep, quantize, errors, probe)
+    rows = table_rows(grid, sweep, config, quantize, errors)
     atomic.write_json(
         sweep / "sweep.json",
         {

@@ -1,14 +1,19 @@
 """The trainer: a dataset folder, a model name and a number of exposures -> a run folder
 (its files: `bioknow.runfolder`).
 
-Steps follow from the exposures (SPEC section 2.5), never typed in. On CUDA: bf16
-autocast, torch.compile, fused AdamW, no host synchronisation inside a step. On the CPU:
-bf16 autocast where the CPU has native bf16 (else float32), torch.compile for runs long
-enough to repay its cost. Under `torchrun` every rank draws the same global batches and
-trains on its share of the rows (DDP); rank 0 alone writes, holding the run's lock. A run
-can always resume from its last checkpoint, and resuming gives the same weights, losses
-and metrics as an uninterrupted run (bit for bit on the CPU). A loss or weight that is
-not finite stops the run with an InputError, keeping the last good checkpoint.
+`train` checks the arguments and resolves the run's config (or reopens a run to resume);
+`loop` then trains as nanoGPT's loop reads: a `Trainer` is set up, and each batch is a
+`step`, every log_every steps a `log` line, every checkpoint_every steps a `checkpoint`.
+
+Steps follow from the exposures (every person exactly E times), never typed in. On
+CUDA: bf16 autocast, torch.compile, fused AdamW, no host synchronisation inside a step.
+On the CPU: bf16 autocast where the CPU has native bf16 (else float32), torch.compile for
+runs long enough to repay its cost. Under `torchrun` every rank draws the same global
+batches and trains on its share of the rows (DDP); rank 0 alone writes, holding the
+run's lock. A run can always resume from its last checkpoint, and resuming gives the
+same weights, losses and metrics as an uninterrupted run (bit for bit on the CPU). A
+loss or weight that is not finite stops the run with an InputError, keeping the last
+good checkpoint.
 """
 
 import dataclasses
@@ -30,7 +35,7 @@ from bioknow import atomic, integrity, recipe, runfolder, track, validate
 from bioknow import tokenizer as tokenizers
 from bioknow.dataset import Dataset, open_dataset, versions
 from bioknow.errors import InputError
-from bioknow.feed import Prefetcher
+from bioknow.feed import Prefetcher, Ready
 from bioknow.model import ModelConfig, Transformer
 from bioknow.process import RunLock
 from bioknow.progress import Progress
@@ -177,7 +182,7 @@ def resolve_config(
     warning = recipe.short_run_warning(stream.steps, rec.batch)
     config = {
         **config,
-        "model": dataclasses.asdict(cfg),
+        "model": cfg.to_dict(),
         "params": params,
         "used_ids": used,
         "flops_per_token": cfg.flops_per_token(WINDOW),
@@ -448,81 +453,125 @@ def not_finite(run: Path, what: str, step: int) -> InputError:
 
 
 def loop(run, config, stream, checkpoint, state, where, stop_after, progress) -> dict:
-    """Train from `state` to the end (or a stop); checkpoints and metrics on the way."""
-    raw, opt = build(config, where, checkpoint, run)
-    model = wrap(raw, config, where)
-    cuda = where.device.type == "cuda"
-    bf16 = config["precision"] in ("bf16", "bf16 autocast")  # the second: runs before 0.2
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    rows = slice(
-        where.rank * config["batch"] // where.world,
-        (where.rank + 1) * config["batch"] // where.world,
-    )
-    log_every, checkpoint_every = config["log_every"], config["checkpoint_every"]
-    steps, start_step = config["steps"], state["step"]
-    seconds_before = state.get("seconds", 0.0)  # training time of earlier invocations
-    # the loss since the last metrics line, carried through checkpoints (rank 0 holds it)
-    pending = state.get("pending", [0.0, 0]) if where.writer else [0.0, 0]
-    loss_sum = torch.tensor(pending[0], dtype=torch.float32, device=where.device)
-    meter = Meter(counted=pending[1], seen=seen(state))
-    metrics = runfolder.MetricsLog(run, state) if where.writer else None
-    tracker = track.open_tracker(run, config, start_step) if where.writer else track.Tracker()
-    started = time.perf_counter()
-    show = progress and where.writer
-    bar = Progress(steps, "train", "step", initial=start_step, enabled=show)
-    batches = stream.batches(start_step, start=Position(**state["position"]))
-    with Stopper() as stopper, Prefetcher(batches, rows, where.device) as feed:
+    """Train from `state` to the end or a stop, in nanoGPT's order: set up, then for each
+    batch a step, a metrics line every log_every steps (and at the end), a checkpoint
+    every checkpoint_every steps (and at the end or a stop)."""
+    trainer = Trainer(run, config, checkpoint, state, where, progress)
+    batches = stream.batches(state["step"], start=Position(**state["position"]))
+    with Stopper() as stopper, Prefetcher(batches, trainer.rows, where.device) as feed:
         for ready in feed:
-            batch, step = ready.batch, ready.batch.step
-            lr = recipe.lr_at(step, steps, config["lr"], config["warmup"])
-            # scaled so that averaging gradients over ranks gives the mean over all tokens
-            scale = ready.mine * where.world / max(ready.total, 1)
-            loss = optimizer_step(model, opt, ready.x, ready.y, lr, scale, bf16=bf16)
-            if ready.mine:  # a rank's rows of a last batch may hold no target: its loss is nan
-                loss_sum += loss * ready.mine
-            meter.counted += ready.mine
-            junk = int(batch.lengths[batch.junk].sum()) if batch.junk is not None else 0
-            state.update(
-                step=step + 1,
-                position=dataclasses.asdict(batch.end),
-                tokens=state["tokens"] + batch.valid - junk,
-                junk_tokens=state.get("junk_tokens", 0) + junk,
-                seconds=seconds_before + time.perf_counter() - started,
-            )
-            last = step + 1 == steps
-            if (step + 1) % log_every == 0 or last:
-                line = meter.line(run, loss_sum, state, opt, where, started)
-                if metrics is not None:
-                    metrics.append(line)
-                    tracker.log(line)
-                rate = f"{line['tokens_per_s']:,.0f}"
-                bar.set_postfix(**{"loss": f"{state['loss']:.4f}", "tokens/s": rate})
-            bar.update(1)
-            stop = stop_after is not None and step + 1 - start_step >= stop_after
-            if where.world == 1:
-                stop = stop or bool(stopper.signal)
-            elif (step + 1) % log_every == 0:  # ranks agree on a signal at log steps only
-                flag = torch.tensor([stopper.signal], device=where.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stop = stop or bool(flag.item())
-            if last or stop or (step + 1) % checkpoint_every == 0:
-                state["finished"] = last
-                state["pending"] = pending_loss(loss_sum, meter.counted, where)
-                if not math.isfinite(state["pending"][0]) or not finite_weights(raw):
-                    raise not_finite(run, "loss or weights became non-finite", step + 1)
-                if where.writer:
-                    metrics.mark(state)
-                    runfolder.save_checkpoint(run, raw, opt, state)
+            trainer.step(ready)
+            step = state["step"]
+            last = step == config["steps"]
+            if step % config["log_every"] == 0 or last:
+                trainer.log()
+            trainer.bar.update(1)
+            stop = trainer.stop_requested(stopper.signal, stop_after)
+            if last or stop or step % config["checkpoint_every"] == 0:
+                trainer.checkpoint(finished=last)
             if stop and not last:
                 break
-    bar.close()
-    if metrics is not None:
-        metrics.close()
-    tracker.close()
+    trainer.close()
     state["signal"] = stopper.signal
     return state
+
+
+class Trainer:
+    """One process's part of a run's training, in named parts: the setup (`__init__`),
+    `step`, `log`, `stop_requested` and `checkpoint`. It updates `state` in place."""
+
+    def __init__(
+        self, run: Path, config: dict, checkpoint, state: dict, where: Placement, progress: bool
+    ):
+        """The model and optimizer (from the checkpoint, if any), this rank's rows of each
+        batch, the loss not yet logged, the metrics log, the tracker and the progress bar."""
+        self.run, self.config, self.state, self.where = run, config, state, where
+        self.raw, self.opt = build(config, where, checkpoint, run)
+        self.model = wrap(self.raw, config, where)
+        self.bf16 = config["precision"] in ("bf16", "bf16 autocast")  # the second: before 0.2
+        if where.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        batch = config["batch"]
+        self.rows = slice(
+            where.rank * batch // where.world, (where.rank + 1) * batch // where.world
+        )
+        self.start_step = state["step"]
+        self.seconds_before = state.get("seconds", 0.0)  # training time of earlier invocations
+        # the loss since the last metrics line, carried through checkpoints (rank 0 holds it)
+        pending = state.get("pending", [0.0, 0]) if where.writer else [0.0, 0]
+        self.loss_sum = torch.tensor(pending[0], dtype=torch.float32, device=where.device)
+        self.meter = Meter(counted=pending[1], seen=seen(state))
+        self.metrics = runfolder.MetricsLog(run, state) if where.writer else None
+        self.tracker = (
+            track.open_tracker(run, config, self.start_step) if where.writer else track.Tracker()
+        )
+        self.started = time.perf_counter()
+        show = progress and where.writer
+        self.bar = Progress(config["steps"], "train", "step", initial=self.start_step, enabled=show)
+
+    def step(self, ready: Ready) -> None:
+        """One optimizer step on a batch (at the schedule's learning rate); the state moves
+        past the batch."""
+        batch, step = ready.batch, ready.batch.step
+        lr = recipe.lr_at(step, self.config["steps"], self.config["lr"], self.config["warmup"])
+        # scaled so that averaging gradients over ranks gives the mean over all tokens
+        scale = ready.mine * self.where.world / max(ready.total, 1)
+        loss = optimizer_step(self.model, self.opt, ready.x, ready.y, lr, scale, bf16=self.bf16)
+        if ready.mine:  # a rank's rows of a last batch may hold no target: its loss is nan
+            self.loss_sum += loss * ready.mine
+        self.meter.counted += ready.mine
+        junk = int(batch.lengths[batch.junk].sum()) if batch.junk is not None else 0
+        self.state.update(
+            step=step + 1,
+            position=dataclasses.asdict(batch.end),
+            tokens=self.state["tokens"] + batch.valid - junk,
+            junk_tokens=self.state.get("junk_tokens", 0) + junk,
+            seconds=self.seconds_before + time.perf_counter() - self.started,
+        )
+
+    def log(self) -> None:
+        """A metrics line (the mean loss since the last one): to metrics.jsonl, the tracker
+        and the progress bar."""
+        line = self.meter.line(
+            self.run, self.loss_sum, self.state, self.opt, self.where, self.started
+        )
+        if self.metrics is not None:
+            self.metrics.append(line)
+            self.tracker.log(line)
+        rate = f"{line['tokens_per_s']:,.0f}"
+        self.bar.set_postfix(**{"loss": f"{self.state['loss']:.4f}", "tokens/s": rate})
+
+    def stop_requested(self, signal: int, stop_after: int | None) -> bool:
+        """Whether to checkpoint and stop after this step: `stop_after` steps done, or a
+        signal caught (under DDP the ranks agree on a signal at log steps only)."""
+        step = self.state["step"]
+        stop = stop_after is not None and step - self.start_step >= stop_after
+        if self.where.world == 1:
+            return stop or bool(signal)
+        if step % self.config["log_every"] == 0:
+            flag = torch.tensor([signal], device=self.where.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = stop or bool(flag.item())
+        return stop
+
+    def checkpoint(self, finished: bool) -> None:
+        """Save the weights, the optimizer and the state (with the loss not yet logged);
+        a loss or weights that are not finite stop the run, the last good checkpoint kept."""
+        state = self.state
+        state["finished"] = finished
+        state["pending"] = pending_loss(self.loss_sum, self.meter.counted, self.where)
+        if not math.isfinite(state["pending"][0]) or not finite_weights(self.raw):
+            raise not_finite(self.run, "loss or weights became non-finite", state["step"])
+        if self.where.writer:
+            self.metrics.mark(state)
+            runfolder.save_checkpoint(self.run, self.raw, self.opt, state)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        self.tracker.close()
 
 
 def seen(state: dict) -> int:

@@ -108,6 +108,15 @@ class Text:
 
 
 @dataclass(frozen=True)
+class InPath:
+    """A path to read (or a name, where a hub name may stand for one): text or a path
+    object, not empty, on one line; as text."""
+
+    def __call__(self, value, name: str) -> str:
+        return Text()(os.fspath(value) if isinstance(value, os.PathLike) else value, name)
+
+
+@dataclass(frozen=True)
 class Flag:
     def __call__(self, value, name: str) -> bool:
         if not isinstance(value, bool):
@@ -186,12 +195,12 @@ GENERATE = {
     "d": Number(1, 10**15),
     "l": Number(1, N0),
     "t": Number(1, MAX_T),
-    "fields": Text(),
-    "tokenizer": Text(),
-    "rewriter": Text(),
+    "fields": InPath(),
+    "tokenizer": InPath(),
+    "rewriter": InPath(),
 }
 TRAIN = {
-    "data": Text(),
+    "data": InPath(),
     "model": Text(),
     "exposures": Number(1, MAX_EXPOSURES),
     "out": OutPath(),
@@ -217,8 +226,9 @@ EVAL = {
     "seed": SEED,
     "quantize": Choice(("none", "int8", "int4")),
     "method": Choice(("gptq", "rtn")),
-    "batch": Number(1, 1 << 16),
+    "eval_batch": Number(1, 1 << 16),
     "device": Device(),
+    "out": OutPath(file=True),
     "compile": Flag(),
 }
 PROBE = {

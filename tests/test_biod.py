@@ -373,3 +373,35 @@ def test_an_oracle_reaches_rmax(small_table, default_fields, uniform_first_chunk
         diversity = p.k * p.d * (p.l * math.log2(p.t) - 2 * math.log2(p.d))
         assert terms["diversity"] == pytest.approx(diversity)
         assert result["R"] < result["R_max"]
+
+
+def test_a_biod_folder_describes_biod(tiny, capsys):
+    """The manifest, population.parquet, diversity.parquet and `info` of a bioD dataset
+    speak of K, C, D, L, T, its three terms and each person's value chunks."""
+    import pyarrow.parquet as pq
+
+    from bioknow import cli, dataset
+
+    data = tiny / "data"
+    m = dataset.read_manifest(data)
+    assert m["biod"] == {"k": 2, "c": 1, "d": 10, "l": 1, "t": 20}
+    assert not {"log2_s0", "attributes", "templates"} & m.keys()
+    assert m["value_bits_per_person"] == pytest.approx(2 * math.log2(10))
+    assert set(m["knowledge_bits"]) == {"name", "value", "diversity", "total"}
+    ds = dataset.open_dataset(data)
+    people = pq.read_table(data / "population.parquet").to_pylist()
+    assert not {"birth_date", "university", "employer", "work_city"} & people[0].keys()
+    assert [r["name"] for r in people] == [ds.population.full_name(i) for i in range(24)]
+    chunks = np.array([r["value_chunks"] for r in people])
+    assert np.array_equal(chunks, ds.table.values(np.arange(24)))
+    sets = pq.read_table(data / "diversity.parquet").to_pylist()
+    assert [(r["attribute"], r["index"]) for r in sets[:2]] == [(1, 0), (1, 1)]
+    assert np.array_equal(np.array([r["symbols"] for r in sets]).reshape(2, 10, 1), ds.table.sets)
+    text = pq.read_table(data / "renderings").to_pylist()[0]["text"]
+    for a in range(2):
+        value = ", ".join(ds.table.chunk_text(a, v) for v in chunks[0, a])
+        assert f"ID {a + 1} is {value}" in text
+    assert cli.main(["info", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "K = 2 attributes (ID 1..ID 2), each C = 1 chunk(s) drawn from D = 10" in out
+    assert "six attributes" not in out and "in diversity sets" in out

@@ -55,8 +55,8 @@ def test_training_compiles_once_and_equals_eager(data, tmp_path):
 def test_the_eval_scorer_compiles_once_and_equals_eager(data, tmp_path):
     run = tmp_path / "run"
     train.train(str(data), "gpt2-1-1", 2, run, batch=2, device="cpu", compile=False)
-    eager = evaluate_run(run, batch=8, device="cpu", compile=False)  # 30 people: 4 batches
-    compiled = compiled_once(lambda: evaluate_run(run, batch=8, device="cpu", compile=True))
+    eager = evaluate_run(run, eval_batch=8, device="cpu", compile=False)  # 30 people: 4 batches
+    compiled = compiled_once(lambda: evaluate_run(run, eval_batch=8, device="cpu", compile=True))
     for key in ("p1", "p2", "bits"):
         assert compiled[key] == pytest.approx(eager[key], rel=1e-4)
     for name, figures in eager["attributes"].items():

@@ -33,19 +33,28 @@ def test_bin_shards_are_the_stream(ds, tmp_path):
     assert not (tmp_path / "c" / ".partial.json").exists()
 
 
-def test_parquet_shards_are_the_stream(ds, tmp_path, monkeypatch):
+def test_parquet_shards_are_the_stream_in_the_transformers_layout(ds, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import datasets
 
-    corpus.write_corpus(ds, 3, tmp_path / "p", fmt="parquet", seed=5, shard_windows=4)
+    header = corpus.write_corpus(ds, 3, tmp_path / "p", fmt="parquet", seed=5, shard_windows=4)
     rows = datasets.load_dataset(
         "parquet", data_files=str(tmp_path / "p" / "train-*.parquet"), cache_dir=str(tmp_path)
     )["train"]
+    assert rows.column_names == ["input_ids", "attention_mask", "labels", "label_kinds", "text"]
     windows = stream_windows(ds, 3, seed=5)
-    assert rows.num_rows == len(windows)
-    for row, (t, lab) in zip(rows, windows, strict=True):
-        assert row["input_ids"] == t.tolist() and row["labels"] == lab.tolist()
-        assert ds.tokenizer.encode(row["text"], add_special_tokens=False).ids[:3] == t[:3].tolist()
+    assert rows.num_rows == len(windows) and len(windows[-1][0]) < 512  # the last one padded
+    for row, (t, kinds) in zip(rows, windows, strict=True):
+        real = len(t)
+        assert all(len(row[c]) == 512 for c in ("input_ids", "attention_mask", "labels"))
+        assert row["input_ids"][:real] == t.tolist()
+        assert row["attention_mask"] == [1] * real + [0] * (512 - real)
+        # the targets transformers' causal LMs shift by one: the ids, -100 on padding
+        assert row["labels"] == t.tolist() + [-100] * (512 - real)
+        assert row["label_kinds"][:real] == kinds.tolist()
+        assert set(row["input_ids"][real:]) <= {header["eot_id"]}
+        assert ds.tokenizer.encode(row["text"], add_special_tokens=False).ids == t.tolist()
+    assert header["label_kinds"][0] == "other" and "name" in header["label_kinds"]
 
 
 def test_an_interrupted_corpus_resumes_to_the_same_bytes(ds, tmp_path, monkeypatch):

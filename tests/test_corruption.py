@@ -69,6 +69,7 @@ FILES = {
         "manifest.json",
         "manifest.sha256",
         "population.parquet",
+        "diversity.parquet",  # bioD: the diversity sets
         "renderings/train-00000-of-00001.parquet",
         "tokenizer.json",
         *(

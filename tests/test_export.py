@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bioknow import dataset, export, integrity, train
+from bioknow import atomic, dataset, evaluate, export, integrity, train
 from bioknow.errors import InputError
 from bioknow.model import ModelConfig, Transformer
 from bioknow.render.bios import render_people
@@ -135,7 +135,7 @@ def test_hf_scorer_equals_bioknow_logits(root, runs, name):
     model, _ = export.load_hf(root / "hf" / name)
     ids = torch.randint(0, 200, (2, 24), generator=torch.Generator().manual_seed(0))
     config, ours = bioknow_logits(root / name, ids.tolist())
-    theirs = export.hf_scorer(model)(ids)
+    theirs = evaluate.hf_scorer(model)(ids)
     assert theirs.dtype == torch.float32 and theirs.shape == (2, 24, config["model"]["vocab_size"])
     assert torch.allclose(theirs, ours, atol=1e-4), (theirs - ours).abs().max()
 
@@ -199,3 +199,13 @@ def test_load_hf_errors(root, runs, tmp_path):
     with pytest.raises(InputError, match="cannot load transformers model") as error:
         export.load_hf(broken)
     assert "\n" not in str(error.value)
+
+
+def test_exports_and_runs_are_readable_like_other_files(root, runs):
+    """safetensors writes its files readable by their owner alone: bioknow gives them the
+    mode every new file gets (0644 under the usual umask)."""
+    folders = [root / "hf" / "gpt2-1-2", root / "gpt2-1-2"]
+    files = [p for folder in folders for p in folder.rglob("*") if p.is_file()]
+    assert any(p.name == "model.safetensors" and "checkpoints" in p.parts for p in files)
+    modes = {p.relative_to(root).as_posix(): oct(p.stat().st_mode & 0o777) for p in files}
+    assert set(modes.values()) == {oct(atomic.FILE_MODE)}, modes

@@ -126,7 +126,7 @@ def test_builds_of_dead_processes_are_removed(two_datasets, tmp_path):
         m.setattr(corpus.atomic, "write_bytes", dying)
         with pytest.raises(Killed):
             corpus.write_corpus(ds, 2, tmp_path / "c", shard_windows=1)
-    stale = tmp_path / "c" / f".labels-00001.bin.partial-{dead}"
+    stale = tmp_path / "c" / f".label_kinds-00001.bin.partial-{dead}"
     stale.write_bytes(b"\0" * 100)
     corpus.write_corpus(ds, 2, tmp_path / "c", shard_windows=1)
     assert tree_bytes(tmp_path / "c") == tree_bytes(tmp_path / "whole")

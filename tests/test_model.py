@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from bioknow.errors import InputError
 from bioknow.export import to_hf
 from bioknow.model import (
+    MOE_FIELDS,
     NAME_FORMS,
     ModelConfig,
     MoE,
@@ -168,8 +169,13 @@ def test_named_sizes():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_config_json_round_trip(family):
     cfg = ModelConfig.from_name(f"{family}-3-6", 4096)
-    again = ModelConfig(**json.loads(json.dumps(dataclasses.asdict(cfg))))
+    stored = cfg.to_dict()
+    assert (family == "gpt2-moe") == all(key in stored for key in MOE_FIELDS)
+    assert (family == "gpt2-moe") == any(key in stored for key in MOE_FIELDS)
+    again = ModelConfig(**json.loads(json.dumps(stored)))
     assert again == cfg and again.family == family
+    older = ModelConfig(**json.loads(json.dumps(dataclasses.asdict(cfg))))  # MoE fields in all
+    assert older == cfg
 
 
 @pytest.mark.parametrize(

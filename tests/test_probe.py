@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import TINY_DATA, copy_tiny, run_cli
 
+import bioknow
 from bioknow import integrity, probe, qa, sweep, tokenizer, train
 from bioknow.fields import POSSESSIVE
 from bioknow.population import Population
@@ -153,6 +154,7 @@ def test_oracle_a_fine_tuned_model_answers_every_trained_question(stored, one_to
     assert report["train_people"] == 12 and report["test_people"] == 12
     assert json.loads((stored / "run" / "probe.json").read_text()) == report
     integrity.check_run_file(stored / "run", "probe.json")
+    assert bioknow.run_info(stored / "run")["probes"] == {"probe.json": report}
     # the exact match is greedy generation's: checked by decoding, on the test half
     config, model, _ = train.load_run(stored / "run")
     table = probe.qa_table(config, train.open_run_dataset(config))
@@ -223,19 +225,24 @@ def test_a_variant_without_qa_exits_2(tiny, tmp_path, monkeypatch):
 
 def test_the_sweep_runs_the_probe_and_tabulates_it(untrained, tmp_path):
     data = {"variant": "bioD", "n": 400, "k": 2, "c": 1, "d": 4, "l": 1, "t": 8}
-    config = {"datasets": [data], "models": ["gpt2-1-1"]}
-    config.update(exposures=1, probe={"epochs": 3, "people": 100})
+    config = {"datasets": [data], "models": ["gpt2-1-1"], "exposures": 1}
+    config["probe"] = {"epochs": 3, "people": 100}
     checked = sweep.check_config(config)
     point = sweep.points(config)[0]
-    commands = sweep.commands(point, tmp_path, checked)
-    assert commands[-1][3:] == ["probe", str(tmp_path / "runs" / point.id)] + [
-        "--epochs", "3", "--people", "100"
-    ]  # fmt: skip
+    run = tmp_path / "runs" / point.id
+    shutil.copytree(untrained / "run", run)  # a trained, evaluated point, not yet probed
+    assert run_cli("eval", run, "--device", "cpu")[0] == 0
+    command = sweep.commands(point, tmp_path, checked)[-1]
+    assert command[3:] == ["probe", str(run), "--epochs", "3", "--people", "100"]
+    assert not sweep.point_done(point, tmp_path, checked, ["none"])
+    assert run_cli(*command[3:], "--device", "cpu")[0] == 0
+    row = sweep.row(point, tmp_path, checked, "none", None)
+    assert row["probe_report"] == "probe-people100-seed0.json" and row["probe_people"] == 100
+    assert 0 <= row["probe_test_accuracy"] <= 1 and "probe_ID_2_train_accuracy" in row
+    assert row["probe_test_ci95_low"] <= row["probe_test_accuracy"] <= row["probe_test_ci95_high"]
+    assert "R" in row  # beside the bits
     assert sweep.check_config({**config, "probe": True})["probe"] == {}
-    with pytest.raises(sweep.InputError, match="probe"):
-        sweep.check_config({**config, "probe": {"epochs": 0}})
-    if not (untrained / "run" / "probe.json").exists():
-        assert run_cli("probe", untrained / "run", "--epochs", 1, "--people", 20)[0] == 0
-    columns = sweep.run_columns(untrained / "run", "none")
-    assert 0 <= columns["probe_test_accuracy"] <= 1 and "probe_ID_2_train_accuracy" in columns
-    assert columns["probe_test_ci95_low"] <= columns["probe_test_accuracy"]
+    assert sweep.check_config({**config, "probe": False})["probe"] is None
+    for bad in ({"epochs": 0}, {"device": "cpu"}, "yes"):
+        with pytest.raises(sweep.InputError, match="probe"):
+            sweep.check_config({**config, "probe": bad})

@@ -1,11 +1,12 @@
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from bioknow import cli, sweep, train
+from bioknow import cli, integrity, sweep, train
 from bioknow.errors import InputError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "scripts" / "sweep-cpu.yaml"
@@ -41,8 +42,25 @@ def test_grid_runs_end_to_end(done):
         assert r["tokens_per_s"] > 0 and r["wall_s"] > 0 and r["steps"] > 0
         assert json.loads(r["config"])["model"]["name"] == r["model"]
         assert "birth_date_accuracy" in r
+        assert r["report"] == "eval.json" and r["people"] == r["n"]
     assert (done / "s" / "runs.csv").read_text().startswith('"point","status"')
     assert len(list((done / "s" / "data").iterdir())) == 1  # one dataset, shared
+
+
+def test_a_report_that_is_not_what_its_name_says_fails_its_row(done, tmp_path):
+    """An older bioknow wrote a sample's report as eval.json: the table refuses it rather
+    than mix it with evaluations of every person."""
+    sweep_dir = tmp_path / "s"
+    shutil.copytree(done / "s", sweep_dir)
+    grid = sweep.points(sweep.load_config(done / "grid.yaml"))
+    config = sweep.check_config(sweep.load_config(done / "grid.yaml"))
+    run = sweep_dir / "runs" / grid[0].id
+    report = integrity.read_run_json(run, "eval.json")
+    integrity.write_run_json(run, "eval.json", {**report, "people": 10})
+    failed = sweep.row(grid[0], sweep_dir, config, "none", None)
+    assert failed["status"] == "failed" and "not what its name says" in failed["error"]
+    assert "R" not in failed
+    assert sweep.row(grid[1], sweep_dir, config, "none", None)["status"] == "done"
 
 
 def test_cpu_slots_share_the_cores():
@@ -163,4 +181,7 @@ def test_the_capacity_grid_runs_shortened(tmp_path, monkeypatch, capsys):
     rows = table.to_pylist()
     assert len(rows) == 4 and {r["variant"] for r in rows} == {"bioD"}
     assert all(r["R_ci95_low"] <= r["R_ci95_high"] and 0 <= r["accuracy"] <= 1 for r in rows)
+    assert {(r["report"], r["people"]) for r in rows} == {("eval-people20-seed0.json", 20)}
+    for run in (out / "runs").iterdir():  # the sample's report; no full evaluation made
+        assert (run / "eval-people20-seed0.json").is_file() and not (run / "eval.json").exists()
     assert (out / "fit.json").is_file() and (tmp_path / "capacity.png").stat().st_size > 0

@@ -201,14 +201,16 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes(data, tmp_path):
         "cpu",
         "--checkpoint-every",
         "100000",
+        "--log-every",
+        "1",
         "--out",
         str(out),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline and not (out / "config.json").exists():
-        time.sleep(0.1)
-    time.sleep(2.0)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size):
+        time.sleep(0.05)  # signalled once it trains, however slow the machine
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     state = json.loads((train.latest_checkpoint(out) / "state.json").read_text())

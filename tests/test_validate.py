@@ -1,6 +1,7 @@
 """Bad input, by class: exit status 2, one line naming the problem, nothing written."""
 
 import math
+from pathlib import Path
 
 import pytest
 import yaml
@@ -19,6 +20,8 @@ from bioknow.errors import InputError
         (validate.Number(0, 1, real=True, above=True), "3e-3", 0.003),
         (validate.People(), "all", None),
         (validate.Choice(("a", "b")), "b", "b"),
+        (validate.InPath(), Path("data/x"), "data/x"),
+        (validate.InPath(), "gpt2", "gpt2"),
     ],
 )
 def test_rules_accept(rule, value, expected):
@@ -37,7 +40,8 @@ def test_rules_accept(rule, value, expected):
     ]
     + [(validate.SEED, value) for value in ("-1", "1e30", 2**63)]
     + [(validate.Device(), value) for value in ("gpu", "cuda:x", "", 0)]
-    + [(validate.Text(), value) for value in ("", " ", "a\nb", 3)],
+    + [(validate.Text(), value) for value in ("", " ", "a\nb", 3, Path("a"))]
+    + [(validate.InPath(), value) for value in ("", Path("a\nb"), 3)],
 )
 def test_rules_refuse(rule, value):
     with pytest.raises(InputError, match="--x"):

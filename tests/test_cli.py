@@ -1,0 +1,48 @@
+"""The command's help: every subcommand's text as a user reads it."""
+
+import json
+
+import pytest
+from conftest import run_cli
+
+from bioknow import cli
+
+
+def helps() -> dict[str, str]:
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    return {"bioknow": parser.format_help(), **{n: p.format_help() for n, p in commands.items()}}
+
+
+def test_every_subcommand_has_its_own_builder():
+    assert set(helps()) - {"bioknow"} == {
+        b.__name__.removesuffix("_parser") for b in cli.SUBCOMMANDS
+    }
+
+
+@pytest.mark.parametrize("command", sorted(helps()))
+def test_help_reads_as_written(command):
+    text = helps()[command]
+    assert "%%" not in text and "%(" not in text  # argparse's escapes, shown as typed
+    assert "SPEC" not in text and "DESIGN" not in text  # documents a user does not have
+    if command in ("eval", "fit"):
+        assert "95% " in text
+
+
+def test_eval_batch_counts_biographies_and_train_batch_windows():
+    text = helps()
+    assert (
+        "--eval-batch BIOGRAPHIES" in text["eval"]
+        and "biographies per forward pass" in text["eval"]
+    )
+    assert "--batch" not in text["eval"]  # the old spelling still works, unlisted
+    assert "windows of 512 tokens" in " ".join(text["train"].split())
+
+
+@pytest.mark.parametrize("folder", ["data", "run"])
+def test_info_answers_in_text_or_in_one_json_object(tiny, folder):
+    status, text, _ = run_cli("info", tiny / folder, "--verify")
+    assert status == 0 and text.splitlines()[-1].startswith("  checksums    all match (")
+    status, out, _ = run_cli("info", tiny / folder, "--verify", "--json")
+    (line,) = out.splitlines()
+    assert status == 0 and json.loads(line)["verified"]["files"] > 1
