@@ -275,8 +275,27 @@ def cmd_export(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from bioknow import sweep
+    from bioknow import slurm, sweep
 
+    if args.status:
+        return show_status(args.config, slurm.status(args.config), args.json)
+    if args.out is None:
+        raise InputError("sweep needs --out (the sweep folder), or --status")
+    slurm_options = {k: getattr(args, k) for k in validate.SLURM}
+    launcher = None
+    if args.launcher == "slurm":
+        launcher = slurm.Launcher(
+            **{k: v for k, v in slurm_options.items() if v is not None},
+            device=args.device,
+            per_gpu=args.per_gpu,
+            cpu_slots=args.cpu_slots,
+            wait=not args.no_wait,
+        )
+    else:
+        given = [k for k, v in slurm_options.items() if v is not None]
+        if given or args.no_wait:
+            option = given[0].replace("_", "-") if given else "no-wait"
+            raise InputError(f"--{option} is an option of --launcher slurm")
     rows = sweep.run_sweep(
         args.config,
         args.out,
@@ -284,21 +303,40 @@ def cmd_sweep(args) -> int:
         per_gpu=args.per_gpu,
         cpu_slots=args.cpu_slots,
         progress=True,
+        launcher=launcher,
     )
     if args.json:
         print(json.dumps(rows))
         return 0
-    failed = [r for r in rows if r["status"] == "failed"]
-    print(
-        f"{len(rows) - len(failed)} of {len(rows)} results done in {args.out} "
-        f"(runs.parquet, runs.csv)"
-    )
-    for r in rows:
-        if r["status"] == "done" and "R" in r:
+    done = [r for r in rows if r["status"] == "done"]
+    print(f"{len(done)} of {len(rows)} results done in {args.out} (runs.parquet, runs.csv)")
+    for r in done:
+        if "R" in r:
             print(f"  {r['point']} [{r['quantize']}]: R {r['R']:.4f} of Rmax {r['R_max']:.4f}")
-    for r in failed:
-        print(f"  FAILED {r['point']}: {r['error']}")
-    return 1 if failed else 0
+    for r in rows:
+        if r["status"] != "done":
+            error = f": {r['error']}" if r["error"] else ""
+            print(f"  {r['status'].upper()} {r['point']}{error}")
+    if launcher is not None and not launcher.wait and len(done) < len(rows):
+        print(f"  bioknow sweep {args.out} --status shows how they do; run this again to collect")
+    return 1 if any(r["status"] == "failed" for r in rows) else 0
+
+
+def show_status(folder, states: list[dict], as_json: bool) -> int:
+    """Print a sweep's points: state, Slurm job, share trained and error."""
+    from bioknow.slurm import STATES
+
+    if as_json:
+        print(json.dumps(states))
+        return 0
+    counts = {k: sum(s["state"] == k for s in states) for k in STATES}
+    summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+    print(f"{folder}: {len(states)} points: {summary}")
+    for s in states:
+        trained = f"{100 * s['trained']:.0f}% trained" if s["state"] != "done" else ""
+        error = s["error"] or ""
+        print(f"  {s['state']:<12} {s['job'] or '-':<12} {s['point']}  {trained}{error}".rstrip())
+    return 0
 
 
 def cmd_plot(args) -> int:
@@ -531,8 +569,8 @@ def build_parser() -> Parser:
         "it again skips finished points, resumes interrupted ones and retries failed ones. "
         "See scripts/sweep-cpu.yaml.",
     )
-    sw.add_argument("config", help="sweep config (YAML or JSON)")
-    sw.add_argument("--out", required=True, help="sweep folder")
+    sw.add_argument("config", help="sweep config (YAML or JSON); with --status, the sweep folder")
+    sw.add_argument("--out", help="sweep folder")
     sw.add_argument(
         "--device", choices=["cpu", "cuda"], help="default: one slot per GPU if any, else the CPU"
     )
@@ -543,6 +581,42 @@ def build_parser() -> Parser:
         help="runs at once on the CPU, each with an equal share of the cores (default 1)",
     )
     sw.add_argument("--json", action="store_true", help="print the result rows as JSON")
+    sw.add_argument(
+        "--status",
+        action="store_true",
+        help="show each point of the sweep folder given: done, running, queued, interrupted, "
+        "failed or waiting, with its Slurm job",
+    )
+    sw.add_argument(
+        "--launcher",
+        choices=["local", "slurm"],
+        default="local",
+        help="local (default): run the points here; slurm: submit them as a Slurm job array "
+        "(the sweep folder on a filesystem the nodes share)",
+    )
+    cluster = sw.add_argument_group("Slurm (--launcher slurm)")
+    cluster.add_argument("--time", help="each job's time limit, as sbatch takes it (required)")
+    cluster.add_argument("--partition", help="Slurm partition")
+    cluster.add_argument("--account", help="Slurm account")
+    cluster.add_argument(
+        "--gpus-per-job", help="GPUs per job (default: one point's; 0 with --device cpu)"
+    )
+    cluster.add_argument("--cpus-per-job", help="CPUs per job (default: the cluster's)")
+    cluster.add_argument("--mem", help="memory per job, e.g. 64G (default: the cluster's)")
+    cluster.add_argument(
+        "--sbatch",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a further sbatch option, e.g. qos=high (repeatable)",
+    )
+    cluster.add_argument("--max-jobs", help="jobs of the array running at once (default: all)")
+    cluster.add_argument(
+        "--signal-delay",
+        help="seconds before the time limit at which a job checkpoints and requeues (default 90)",
+    )
+    cluster.add_argument(
+        "--no-wait", action="store_true", help="return once the jobs are submitted"
+    )
     sw.set_defaults(func=cmd_sweep)
 
     pl = commands.add_parser(
