@@ -1,6 +1,6 @@
 """Evaluation speed: people evaluated per second for a model and N.
 
-    python benchmarks/eval.py [--model gpt2-2-2] [--n 2000] [--batch 64] [--device cpu]
+    python benchmarks/eval.py [--model gpt2-2-2] [--n 2000] [--batch 64] [--device cpu] [--compile]
 
 Evaluates a model with random weights (speed does not depend on what it knows) on every
 person of a bioS(N) dataset. Prints a summary, then one JSON object as the last line, also
@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--n", type=float, default=2000, help="people")
     parser.add_argument("--batch", type=int, default=64, help="biographies per batch")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compile", action="store_true", help="torch.compile, static shapes")
     parser.add_argument("--out", help="JSON file (default: docs/benchmarks/eval.json)")
     args = parser.parse_args()
     n = int(args.n)
@@ -35,18 +36,19 @@ def main() -> None:
         cfg = ModelConfig.from_name(args.model, padded_vocab_size(ds.tokenizer))
         model = Transformer(cfg).to(args.device).eval()
         params = model.parameter_counts(ds.manifest["tokenizer"]["used_ids"])
-        scorer = evaluate.model_scorer(model)
-        evaluate.evaluate(
-            scorer, ds, params, people=args.batch, batch=args.batch, device=args.device
-        )  # warm-up
+        scorer = evaluate.model_scorer(model, args.compile)
+        common = dict(batch=args.batch, device=args.device, static=args.compile)
+        warm = None if args.compile else args.batch  # compiled: the same shape as timed
+        evaluate.evaluate(scorer, ds, params, people=warm, **common)  # warm-up
         start = time.perf_counter()
-        evaluate.evaluate(scorer, ds, params, batch=args.batch, device=args.device)
+        evaluate.evaluate(scorer, ds, params, **common)
         seconds = time.perf_counter() - start
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     result = {
         "model": args.model,
         "n": n,
         "batch": args.batch,
+        "compile": args.compile,
         "device": device,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

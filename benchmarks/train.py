@@ -11,22 +11,29 @@ is interleaved: every round times `--steps` steps of each in turn (A B A B ...),
 machine whose speed drifts affects all alike; the ratio is taken per round. MFU =
 tokens/s x flops/token / peak (DESIGN section 7), the peak by device (none for CPUs).
 
-Variants: `float32`, `bf16` (autocast), each optionally `+compile` (torch.compile);
+Variants: `float32`, `bf16` (autocast), each optionally `+compile` (torch.compile) or
+`+cudagraphs` (torch.compile with CUDA graphs, mode "reduce-overhead");
 `--head` also times the last norm, the output layer and the loss alone (their share of a
-step). Prints a table, then one JSON object as the last line, also written to
-docs/benchmarks/train.json (or --out).
+step); `--stream` also times each variant fed by the trainer's own feed (`bioknow.feed`:
+batches of a bioS(2000) stream made ahead in a background thread) instead of one fixed
+batch, to show the step does not wait for the data. Prints a table, then one JSON
+object as the last line, also written to docs/benchmarks/train.json (or --out).
 """
 
 import argparse
+import contextlib
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from common import pin, report
 
+from bioknow.feed import IGNORE
 from bioknow.model import ModelConfig, Transformer
-from bioknow.train import IGNORE, optimizer, optimizer_step
+from bioknow.train import optimizer, optimizer_step
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, FLOP/s
 RECIPE = {"lr": 1e-3, "wd": 0.01, "betas": (0.9, 0.98), "eps": 1e-6}
@@ -44,16 +51,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bioknow_step(cfg: ModelConfig, device, bf16: bool, compile: bool):
+def compiled(model, compile: str | None):
+    """The model compiled in mode `compile` ("default", "reduce-overhead"), or as it is."""
+    return torch.compile(model, mode=compile) if compile else model
+
+
+def bioknow_step(cfg: ModelConfig, device, bf16: bool, compile: str | None):
     """A closure running one trainer step of a fresh bioknow model on (x, y)."""
     torch.manual_seed(0)
     model = Transformer(cfg).to(device)
     opt = optimizer(model, RECIPE, device)
-    run = torch.compile(model) if compile else model
+    run = compiled(model, compile)
     return lambda x, y, x_hf: optimizer_step(run, opt, x, y, 1e-3, bf16=bf16)
 
 
-def transformers_step(cfg: ModelConfig, device, bf16: bool, compile: bool):
+def transformers_step(cfg: ModelConfig, device, bf16: bool, compile: str | None):
     """A closure running one step of the transformers model of the same shape: its own
     forward with labels (it shifts them itself), AdamW with bioknow's groups."""
     from transformers import AutoModelForCausalLM
@@ -65,7 +77,7 @@ def transformers_step(cfg: ModelConfig, device, bf16: bool, compile: bool):
     hf_cfg._attn_implementation = "sdpa"
     model = AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.float32).to(device).train()
     opt = optimizer(model, RECIPE, device)
-    run = torch.compile(model) if compile else model
+    run = compiled(model, compile)
 
     def step(x, y, x_hf):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -95,23 +107,58 @@ def head_step(cfg: ModelConfig, device, bf16: bool, batch: int):
     return step
 
 
-def variant_setups(cfg, device, variants, baseline: bool, head: bool, batch: int) -> dict:
-    """name -> step closure, for every bioknow variant and (with --baseline) the
-    transformers loop in each precision."""
+def fed(step, feed):
+    """The step closure, each call on the feed's next batch instead of the one given."""
+    batches = iter(feed)
+
+    def run(x, y, x_hf):
+        ready = next(batches)
+        return step(ready.x, ready.y, ready.x)
+
+    return run
+
+
+def stream_feed(stack: contextlib.ExitStack, vocab: int, batch: int, device):
+    """The trainer's feed over a bioS(2000) stream whose ids fit `vocab` embedding rows."""
+    from bioknow import dataset
+    from bioknow.feed import Prefetcher
+    from bioknow.stream import TrainStream
+
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "data"
+    dataset.generate("bioS", 2000, 0, folder, sample=0, vocab_size=max(320, vocab // 64 * 64))
+    ds = dataset.open_dataset(folder)
+    stream = TrainStream(ds.table, 1000, batch, 0, ds.online)
+    return stack.enter_context(Prefetcher(stream.batches(), slice(0, batch), device))
+
+
+def variant_setups(cfg, device, variants, args, stack: contextlib.ExitStack) -> dict:
+    """name -> step closure, for every bioknow variant, and (with --baseline) the
+    transformers loop, (--head) the output layer and loss, (--stream) the fed step."""
+    baseline, head, batch = args.baseline, args.head, args.batch
     setups = {}
+    modes = {"compile": "default", "cudagraphs": "reduce-overhead"}
     for v in variants:
-        bf16, compile = v.startswith("bf16"), v.endswith("+compile")
+        bf16, compile = v.startswith("bf16"), modes.get(v.partition("+")[2])
         setups[v] = bioknow_step(cfg, device, bf16, compile)
         if baseline:
             setups[f"transformers {v}"] = transformers_step(cfg, device, bf16, compile)
         if head:
             setups[f"head {v}"] = head_step(cfg, device, bf16, batch)
+        if args.stream:
+            feed = stream_feed(stack, cfg.vocab_size, batch, device)
+            setups[f"stream {v}"] = fed(bioknow_step(cfg, device, bf16, compile), feed)
     return setups
 
 
 def measure(name: str, args, device) -> dict:
-    cfg = ModelConfig.from_name(name, args.vocab)
-    setups = variant_setups(cfg, device, args.variants, args.baseline, args.head, args.batch)
+    with contextlib.ExitStack() as stack:
+        cfg = ModelConfig.from_name(name, args.vocab)
+        setups = variant_setups(cfg, device, args.variants, args, stack)
+        return timed(name, cfg, setups, args, device)
+
+
+def timed(name: str, cfg: ModelConfig, setups: dict, args, device) -> dict:
+    """Every setup timed in interleaved rounds; tokens/s, MFU and the ratios."""
     torch.manual_seed(1)
     x = torch.randint(0, args.vocab, (args.batch, cfg.block_size), device=device)
     y = torch.roll(x, -1, 1)
@@ -140,8 +187,8 @@ def measure(name: str, args, device) -> dict:
             ours = seconds[k.removeprefix("transformers ")]
             ratios = [b / a for a, b in zip(ours, s, strict=True)]
             out[k]["bioknow_over_transformers"] = round(statistics.median(ratios), 3)
-        if k.startswith("head "):
-            step = seconds[k.removeprefix("head ")]
+        if k.startswith(("head ", "stream ")):
+            step = seconds[k.partition(" ")[2]]
             out[k]["share_of_step"] = round(statistics.median(s) / statistics.median(step), 3)
     return out
 
@@ -156,8 +203,10 @@ def table(rows: list[dict]) -> str:
             note = ""
             if "bioknow_over_transformers" in v:
                 note = f"bioknow {v['bioknow_over_transformers']:.2f}x this"
+            elif k.startswith("stream "):
+                note = f"step time {v['share_of_step']:.2f}x one batch's"
             elif "share_of_step" in v:
-                note = f"{100 * v['share_of_step']:.0f}% of the step"
+                note = f"{100 * v['share_of_step']:.0f}% of the step's time"
             lines.append(f"{r['model']:10s} {k:28s} {v['tokens_per_s']:>10,} {mfu:>6s} {note:>24s}")
     return "\n".join(lines)
 
@@ -176,6 +225,7 @@ def main() -> None:
     )
     parser.add_argument("--baseline", action="store_true", help="also time transformers")
     parser.add_argument("--head", action="store_true", help="also time the output layer + loss")
+    parser.add_argument("--stream", action="store_true", help="also time steps fed by a stream")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")

@@ -173,6 +173,7 @@ def cmd_train(args) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         compile=args.compile,
+        cuda_graphs=args.cuda_graphs,
         precision=args.precision,
         junk_fraction=args.junk_fraction,
         junk_n=args.junk_n,
@@ -181,6 +182,7 @@ def cmd_train(args) -> int:
         checkpoint_every=args.checkpoint_every,
         stop_after=args.stop_after,
         progress=True,
+        tracker=args.tracker,
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
@@ -257,7 +259,7 @@ def cmd_eval(args) -> int:
         if not args.run:
             raise InputError("eval needs a run folder (or --hf-model PATH --data DIR)")
         report = evaluate.evaluate_run(
-            args.run, quantize=args.quantize, method=args.method, **common
+            args.run, quantize=args.quantize, method=args.method, compile=args.compile, **common
         )
     print(json.dumps(report) if args.json else bits_table(report))
     return 0
@@ -381,7 +383,9 @@ def build_parser() -> Parser:
     gen.add_argument(
         "--fields",
         metavar="DIR",
-        help="fields and templates folder (default: bioknow/templates, shipped in the package)",
+        help="fields and templates folder, in bioknow's layout or that of the paper's lists "
+        "(first_name.txt, city.txt, company.txt, ...; default: bioknow/templates, shipped "
+        "in the package)",
     )
     gen.add_argument(
         "--tokenizer",
@@ -491,6 +495,12 @@ def build_parser() -> Parser:
         "least 2000 steps, where it repays its cost)",
     )
     tr.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="compile with CUDA graphs (mode reduce-overhead: a step's kernels replayed at "
+        "once, for launch-bound tiny models; no effect on the CPU)",
+    )
+    tr.add_argument(
         "--precision",
         choices=["bf16", "float32"],
         help="bf16 autocast (default on CUDA and on CPUs with native bf16) or float32",
@@ -504,6 +514,13 @@ def build_parser() -> Parser:
         "--stop-after",
         metavar="STEPS",
         help="checkpoint and stop after this many steps (continue with --resume)",
+    )
+    tr.add_argument(
+        "--tracker",
+        choices=["none", "tensorboard", "wandb"],
+        help="also log the config, loss, lr, tokens/s and eval reports to TensorBoard "
+        "(RUN/tensorboard/) or W&B (pip install 'bioknow[wandb]'; offline with "
+        "WANDB_MODE=offline)",
     )
     tr.add_argument("--json", action="store_true", help="print config and state as JSON")
     tr.set_defaults(func=cmd_train)
@@ -544,6 +561,11 @@ def build_parser() -> Parser:
     )
     ev.add_argument("--batch", default=64, help="biographies per batch")
     ev.add_argument("--device", help="cpu, cuda or cuda:K (default: cuda if available)")
+    ev.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile the model, batches padded to one shape (default: on CUDA)",
+    )
     ev.add_argument("--json", action="store_true", help="print the report as one JSON object")
     ev.set_defaults(func=cmd_eval)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bioknow import capacity, integrity, validate
+from bioknow import capacity, integrity, track, validate
 from bioknow.errors import InputError
 from bioknow.fields import KNOWLEDGE
 from bioknow.progress import Progress
@@ -37,22 +37,26 @@ def score(
     batch: int = 64,
     device="cpu",
     progress: bool = False,
+    static: bool = False,
 ) -> dict[str, np.ndarray]:
     """Per person: the name's loss sum, and for each column of SCORED (gender: the first
-    pronoun) the loss sum and whether greedy decoding gets all of it exactly right."""
+    pronoun) the loss sum and whether greedy decoding gets all of it exactly right.
+    `static`: every batch of the same shape (for a compiled scorer)."""
     n = len(people)
+    width = int(table.lengths(people, exposure).max()) if static and n else None
     name = np.zeros(n)
     value = np.zeros((n, len(SCORED)))
     correct = np.zeros((n, len(SCORED)), dtype=bool)
     label_ids = torch.tensor([LABEL[a] for a in SCORED], device=device)
     done = 0
     with Progress(n, "eval", "person", enabled=progress) as bar:
-        for rows in eval_batches(table, people, batch, exposure):
+        for rows in eval_batches(table, people, batch, exposure, width):
+            k = len(rows.people)  # the batch's real rows; the rest is padding
             x = torch.from_numpy(rows.tokens).to(device).long()
-            labels = torch.from_numpy(rows.labels[:, 1:]).to(device).long()  # of token t + 1
+            labels = torch.from_numpy(rows.labels[:k, 1:]).to(device).long()  # of token t + 1
             with torch.no_grad():
-                logits = scorer(x)[:, :-1].float()
-            target = x[:, 1:]
+                logits = scorer(x)[:k, :-1].float()
+            target = x[:k, 1:]
             nll = -torch.log_softmax(logits, -1).gather(-1, target[..., None])[..., 0]
             hit = logits.argmax(-1) == target
             gender = labels == LABEL["gender"]
@@ -159,12 +163,14 @@ def biod_report(losses: dict, n: int, n0: int, biod: dict, params: dict, seed: i
     return report
 
 
-def model_scorer(model: torch.nn.Module) -> Scorer:
-    """A bioknow Transformer as a scorer (bf16 autocast on CUDA)."""
+def model_scorer(model: torch.nn.Module, compile: bool = False) -> Scorer:
+    """A bioknow Transformer as a scorer, in float32 (on CUDA its matrix products in TF32),
+    compiled if asked (then give it batches of one shape: `score(..., static=True)`)."""
+    run = torch.compile(model) if compile else model
+    torch.backends.cuda.matmul.allow_tf32 = True
 
     def scorer(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
-            return model(x)[0]
+        return run(x)[0]
 
     return scorer
 
@@ -179,13 +185,15 @@ def evaluate(
     device="cpu",
     progress: bool = False,
     table=None,
+    static: bool = False,
 ) -> dict:
     """The bits report of a scorer on a dataset: every person, or a seeded sample. `table`:
-    the units to score (default the dataset's; a run with a useful prefix has its own)."""
+    the units to score (default the dataset's; a run with a useful prefix has its own).
+    `static`: batches of one shape, for a compiled scorer."""
     n = ds.manifest["n"]
     chosen = sample_people(n, people, seed)
     exposure = EVAL_EXPOSURE if ds.online else 0  # bioS: fresh renderings; else the stored one
-    losses = score(scorer, table or ds.table, chosen, exposure, batch, device, progress)
+    losses = score(scorer, table or ds.table, chosen, exposure, batch, device, progress, static)
     if ds.manifest["variant"] == "bioD":
         return biod_report(losses, n, ds.fields.n0, ds.manifest["biod"], params, seed)
     cardinality = {a: ds.fields.cardinality(a) for a in KNOWLEDGE}
@@ -228,6 +236,13 @@ def check_memory(batch: int, table, vocab: int, total_params: int, device: str) 
     validate.fits_memory(needed, f"evaluating batches of {batch}", device)
 
 
+def mean_accuracy(attributes: dict) -> float:
+    """The share of knowledge values decoded exactly, averaged over the attributes that
+    carry bits (bioS: not the work city; bioD: its values)."""
+    scored = [a["accuracy"] for name, a in attributes.items() if name != "work_city"]
+    return sum(scored) / len(scored)
+
+
 def eval_file(quantize: str, method: str) -> str:
     """The run-folder file of one quantization setting."""
     if quantize == "none":
@@ -244,16 +259,20 @@ def evaluate_run(
     batch: int = 64,
     device: str | None = None,
     progress: bool = False,
+    compile: bool | None = None,
 ) -> dict:
     """Evaluate a run's final weights (or its latest checkpoint); with quantization, also
-    the quantized model, reporting R before and after. Writes RUN/eval*.json."""
+    the quantized model, reporting R before and after. Writes RUN/eval*.json. `compile`:
+    torch.compile the scorer (default: on CUDA)."""
     from bioknow.process import RunLock
     from bioknow.runfolder import read_config
     from bioknow.train import load_run, open_run_dataset, run_table
 
     args = dict(people=people, seed=seed, quantize=quantize, method=method, batch=batch)
-    args = validate.check(validate.EVAL, {**args, "device": device})
+    args = validate.check(validate.EVAL, {**args, "device": device, "compile": compile})
     device = args.pop("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args["compile"] is None:
+        args["compile"] = device.startswith("cuda")
     run = Path(run)
     config = read_config(run)
     with RunLock(run):
@@ -266,7 +285,12 @@ def evaluate_run(
         args["run"] = str(run)
         report = evaluate_model(model, config, state, ds, table, args, device, progress)
         check_finite(report, str(run))
-        integrity.write_run_json(run, eval_file(quantize, method), report)
+        name = eval_file(quantize, method)
+        integrity.write_run_json(run, name, report)
+        accuracy = mean_accuracy(report["attributes"])
+        track.log_report(
+            run, config, Path(name).stem, {**report, "accuracy": accuracy}, state["step"]
+        )
     return report
 
 
@@ -290,9 +314,10 @@ def evaluate_model(model, config, state, ds, table, args: dict, device, progress
         device=device,
         progress=progress,
         table=table,
+        static=args["compile"],
     )
     report = {
-        **evaluate(model_scorer(model), ds, config["params"], **common),
+        **evaluate(model_scorer(model, args["compile"]), ds, config["params"], **common),
         **about,
         "quantize": "none",
     }
@@ -304,7 +329,7 @@ def evaluate_model(model, config, state, ds, table, args: dict, device, progress
         calibration = [b.to(device) for b in calibration_batches(ds, table, args["seed"])]
     summary = quantization.quantize_(model, quantize, method, calibration)
     return {
-        **evaluate(model_scorer(model), ds, config["params"], **common),
+        **evaluate(model_scorer(model, args["compile"]), ds, config["params"], **common),
         **about,
         "quantize": quantize,
         "method": method,

@@ -2,8 +2,12 @@
 
 A fields folder (the default is `bioknow/templates/`, inside the package) holds plain
 UTF-8 text, one item per line: the name pools, the attribute values and six files of
-sentence templates (SPEC sections 2.1-2.3). Loading checks everything, and a problem is an
-`InputError` that names the file and the line.
+sentence templates (SPEC sections 2.1-2.3). The layout of the paper's own field lists
+(`first_name.txt`, `city.txt`, `field.txt`, `company.txt`, ... and no templates) is read
+as it is: their file names map to ours, their placeholders ({name}, {birthday}, ...) to
+our slots, and a folder without `sentences/` takes the package's templates. The lists may
+have any sizes; N0 and S0 follow from them. Loading checks everything and reports every
+problem at once, in one `InputError` that names each file and line.
 """
 
 import math
@@ -16,7 +20,8 @@ from bioknow.errors import InputError
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "templates"
 
-# file stem -> exact number of entries (SPEC sections 2.1, 2.2)
+# file stem -> the size of bioknow's own list (SPEC sections 2.1, 2.2); a folder's lists
+# may have other sizes
 LISTS = {
     "first_names": 400,
     "middle_names": 400,
@@ -31,6 +36,19 @@ SENTENCES = ("birth_date", "birth_city", "university", "major", "employer", "wor
 # The independent attributes whose values carry knowledge bits (SPEC section 2.2).
 KNOWLEDGE = ("gender", "birth_date", "birth_city", "university", "major", "employer")
 MIN_TEMPLATES = 45
+# The file names of the paper's field lists (PhysicsLM4, Capo-bioS-bioR/fields/).
+PAPER_NAMES = {
+    "first_names": "first_name",
+    "middle_names": "middle_name",
+    "last_names": "last_name",
+    "cities": "city",
+    "universities": "university",
+    "majors": "field",
+    "employers": "company",
+}
+MAX_VALUES = 2**16 - 1  # an attribute's codes are stored as uint16
+MAX_N0 = 2**32  # name codes are stored as uint32
+SHOWN_PROBLEMS = 20  # problems named in the one error line; the rest are counted
 
 GENDERS = ("female", "male")
 SUBJECT = ("She", "He")  # indexed by gender code
@@ -54,18 +72,38 @@ DAYS = 28
 FIRST_YEAR, YEARS = 1900, 200
 
 SLOTS = ("subject", "value", "possessive", "object")
+# "{subject}'s": the full name and "'s" opening the biography, else "Her" or "His"
+SUBJECT_S = "subject's"
+# The placeholders of the paper's templates: {name} is {subject}, and each sentence has
+# its own name for {value}.
+SUBJECT_ALIAS = "name"
+VALUE_ALIASES = {
+    "birth_date": "birthday",
+    "birth_city": "birthcity",
+    "university": "university",
+    "major": "field",
+    "employer": "company1name",
+    "work_city": "company1city",
+}
 _SLOT = re.compile(r"\{([^{}]*)\}")
-_NAME = re.compile(r"[A-Za-z]+")
-_VALUE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9 .,&'-]*[A-Za-z0-9])?")
-_CITY = re.compile(r"[A-Za-z][A-Za-z .'-]*[A-Za-z], [A-Z]{2}")
+_NAME = re.compile(r"[^\W\d_](?:\S*[^\W\d_])?")  # one word, from a letter to a letter
 
 
 @dataclass(frozen=True)
 class Template:
-    """One sentence template, split into ("text", literal) and ("slot", name) parts."""
+    """One sentence template, split into ("text", literal) and ("slot", name) parts; a
+    name is one of SLOTS, or SUBJECT_S for "{subject}'s"."""
 
     text: str
     parts: tuple[tuple[str, str], ...]
+
+
+def template_text(parts) -> str:
+    """The text of a template's parts, in bioknow's own slot names."""
+    return "".join(
+        ("{subject}'s" if p == SUBJECT_S else f"{{{p}}}") if kind == "slot" else p
+        for kind, p in parts
+    )
 
 
 def birth_date_text(code: int) -> str:
@@ -135,58 +173,120 @@ class Fields:
             path.write_text(text, encoding="utf-8", newline="\n")
 
 
-def read_lines(path: Path, what: str = "fields file") -> list[str]:
-    """The lines of a one-item-per-line UTF-8 file (CRLF tolerated); a missing file, a
-    blank line or stray white space at either end is an InputError naming file and line."""
-    if not path.is_file():
-        raise InputError(f"{path}: missing {what}")
+def read_text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (CRLF line ends and a byte-order mark tolerated);
+    an unreadable file is an InputError naming it."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: unreadable ({e})") from None
     lines = text.replace("\r\n", "\n").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            raise InputError(f"{path} line {number}: blank entry")
-        if line != line.strip():
-            raise InputError(f"{path} line {number}: leading or trailing white space")
     return lines
 
 
-def _check_unique(path: Path, entries: list[str]) -> None:
-    seen: dict[str, int] = {}
-    for number, entry in enumerate(entries, 1):
-        key = entry.casefold()
-        if key in seen:
-            raise InputError(f"{path} line {number}: duplicate entry {entry!r} (line {seen[key]})")
-        seen[key] = number
+def line_problem(line: str) -> str | None:
+    """What is wrong with a line of a one-item-per-line file, if anything."""
+    if not line.strip():
+        return "blank entry"
+    if line != line.strip():
+        return "leading or trailing white space"
+    return None
 
 
-def _check_value(path: Path, number: int, value: str, pattern: re.Pattern, what: str) -> None:
-    if not pattern.fullmatch(value) or "  " in value:
-        raise InputError(f"{path} line {number}: malformed {what} {value!r}")
+def read_lines(path: Path, what: str = "fields file") -> list[str]:
+    """The lines of a one-item-per-line UTF-8 file; a missing file, a blank line or stray
+    white space at either end is an InputError naming file and line."""
+    if not path.is_file():
+        raise InputError(f"{path}: missing {what}")
+    lines = read_text_lines(path)
+    for number, line in enumerate(lines, 1):
+        why = line_problem(line)
+        if why:
+            raise InputError(f"{path} line {number}: {why}")
+    return lines
+
+
+class Problems:
+    """Every problem found in a fields folder, so that one error reports them all."""
+
+    def __init__(self, root: Path):
+        self.root, self.items = root, []
+
+    def add(self, path: Path, why: str, number: int | None = None) -> None:
+        where = path.relative_to(self.root) if path.is_relative_to(self.root) else path
+        self.items.append(f"{where}{'' if number is None else f' line {number}'}: {why}")
+
+    def lines(self, path: Path) -> list[str]:
+        """A file's lines, each blank or padded line a problem; [] if it is unreadable."""
+        try:
+            lines = read_text_lines(path)
+        except InputError as e:
+            self.add(path, str(e).removeprefix(f"{path}: "))
+            return []
+        for number, line in enumerate(lines, 1):
+            why = line_problem(line)
+            if why:
+                self.add(path, why, number)
+        return lines
+
+    def unique(self, path: Path, entries: list[str]) -> None:
+        seen: dict[str, int] = {}
+        for number, entry in enumerate(entries, 1):
+            key = entry.casefold()
+            if key in seen and entry.strip():
+                self.add(path, f"duplicate entry {entry!r} (line {seen[key]})", number)
+            seen.setdefault(key, number)
+
+    def check(self) -> None:
+        """Raise one InputError naming every problem (the first SHOWN_PROBLEMS of them)."""
+        if not self.items:
+            return
+        shown = "; ".join(self.items[:SHOWN_PROBLEMS])
+        hidden = len(self.items) - SHOWN_PROBLEMS
+        more = f"; and {hidden} more" if hidden > 0 else ""
+        count = f"{len(self.items)} problem{'s' if len(self.items) > 1 else ''}"
+        raise InputError(f"fields folder {self.root}: {count}: {shown}{more}")
+
+
+def value_problem(value: str, kind: str) -> str | None:
+    """What is wrong with a field value, if anything. Any printable text on single spaces
+    is a value ("Caterpillar Inc.", "Winston–Salem, NC", "Toronto, Canada"); a name is
+    one word from a letter to a letter ("O'Brien")."""
+    if not value.strip():
+        return None  # reported as a blank line
+    if kind == "name":
+        if not _NAME.fullmatch(value):
+            return f"malformed name {value!r} (one word, from a letter to a letter)"
+        return None
+    if not value.isprintable() or "  " in value:
+        return f"malformed {kind} {value!r} (printable text on single spaces)"
+    if not any(c.isalnum() for c in value):
+        return f"malformed {kind} {value!r} (no letter or digit)"
+    return None
 
 
 def split_slots(text: str, allowed, fail, glued: str = "{_") -> tuple[tuple[str, str], ...]:
     """Split a template into ("text", literal) and ("slot", name) parts, checking that
     every slot is allowed, follows a space (or opens the text) and is not glued to a
     letter, a digit or a character of `glued`, so that every slot boundary is a tokenizer
-    boundary (DESIGN section 2). `fail(why)` makes the error."""
+    boundary (DESIGN section 2). `allowed` is a tuple of names or a mapping of names
+    (aliases too) to slot names. `fail(why)` makes the error."""
+    names = allowed if isinstance(allowed, dict) else {a: a for a in allowed}
     parts: list[tuple[str, str]] = []
     position = 0
     for match in _SLOT.finditer(text):
         name, start, end = match.group(1), match.start(), match.end()
-        if name not in allowed:
-            raise fail(f"unknown slot {{{name}}} (allowed: {', '.join(allowed)})")
+        if name not in names:
+            raise fail(f"unknown slot {{{name}}} (allowed: {', '.join(names)})")
         if start > 0 and text[start - 1] != " ":
             raise fail(f"slot {{{name}}} must follow a space")
         if end < len(text) and (text[end].isalnum() or text[end] in glued):
             raise fail(f"slot {{{name}}} is glued to what follows")
         if start > position:
             parts.append(("text", text[position:start]))
-        parts.append(("slot", name))
+        parts.append(("slot", names[name]))
         position = end
     if position < len(text):
         parts.append(("text", text[position:]))
@@ -195,68 +295,122 @@ def split_slots(text: str, allowed, fail, glued: str = "{_") -> tuple[tuple[str,
     return tuple(parts)
 
 
-def parse_template(path: Path, number: int, text: str) -> Template:
-    """Split a template into parts and check the rules that keep every slot boundary a
-    tokenizer boundary: it opens with "{subject} ", holds {value} exactly once, and no
-    slot is glued to a letter or digit (DESIGN section 2)."""
+def parse_template(where: str, text: str, sentence: str) -> Template:
+    """Split a template of a sentence into parts and check the rules that keep every slot
+    boundary a tokenizer boundary: it opens with "{subject} " or "{subject}'s ", holds
+    {value} exactly once, and no slot is glued to a letter or digit (DESIGN section 2).
+    {name} and the sentence's placeholder of the paper's templates ({birthday}, ...) are
+    read as {subject} and {value}; `where` names file and line in an error."""
 
     def fail(why: str) -> InputError:
-        return InputError(f"{path} line {number}: {why}: {text!r}")
+        return InputError(f"{where}: {why}: {text!r}")
 
-    if not text.startswith("{subject} "):
-        raise fail('a template must start with "{subject} "')
-    parts = split_slots(text, SLOTS, fail)
+    allowed = {**{s: s for s in SLOTS}, SUBJECT_ALIAS: "subject", VALUE_ALIASES[sentence]: "value"}
+    parts = split_slots(text, allowed, fail)
+    if parts[0] != ("slot", "subject") or not (
+        len(parts) > 1 and parts[1][0] == "text" and parts[1][1].startswith((" ", "'s "))
+    ):
+        raise fail('a template must start with "{subject} " or "{subject}\'s "')
+    if parts[1][1].startswith("'s "):
+        parts = (("slot", SUBJECT_S), ("text", parts[1][1][2:]), *parts[2:])
     slots = [p for k, p in parts if k == "slot"]
-    if slots.count("subject") != 1 or slots.count("value") != 1:
+    if slots.count(parts[0][1]) != 1 or "subject" in slots[1:] or slots.count("value") != 1:
         raise fail("a template needs {subject} once and {value} once")
     if "  " in text or not text.endswith("."):
         raise fail("a template is one sentence ending with '.' and single spaces")
-    return Template(text=text, parts=parts)
+    return Template(text=template_text(parts), parts=parts)
+
+
+def list_path(root: Path, stem: str, problems: Problems) -> Path | None:
+    """The file of a list: bioknow's name or the paper's (first_names.txt or
+    first_name.txt); neither or both is a problem."""
+    found = [root / f"{name}.txt" for name in (stem, PAPER_NAMES[stem])]
+    found = [p for p in found if p.is_file()]
+    if len(found) == 1:
+        return found[0]
+    why = "both present: keep one" if found else "missing"
+    problems.add(root / f"{stem}.txt", f"{why} ({stem}.txt or {PAPER_NAMES[stem]}.txt)")
+    return None
+
+
+def read_employers(path: Path, lines: list[str], problems: Problems):
+    """Company names and headquarters of "Company; City" lines."""
+    companies, cities = [], []
+    for number, line in enumerate(lines, 1):
+        company, sep, city = line.partition("; ")
+        if not sep or ";" in company or ";" in city:
+            problems.add(path, f"expected 'Company; City', got {line!r}", number)
+        else:
+            for value, kind in ((company, "company name"), (city, "headquarters city")):
+                why = value_problem(value, kind)
+                if why:
+                    problems.add(path, why, number)
+        companies.append(company)
+        cities.append(city)
+    problems.unique(path, companies)
+    return companies, cities
+
+
+def read_lists(root: Path, problems: Problems):
+    """The lists of a folder (employers: company names) and the employers' cities."""
+    lists: dict[str, tuple[str, ...]] = {}
+    employer_cities: list[str] = []
+    for stem in LISTS:
+        path = list_path(root, stem, problems)
+        lines = problems.lines(path) if path else []
+        if stem == "employers":
+            lines, employer_cities = read_employers(path, lines, problems)
+        elif path:
+            kind = {"cities": "city", "universities": "university", "majors": "major"}
+            for number, line in enumerate(lines, 1):
+                why = value_problem(line, kind.get(stem, "name"))
+                if why:
+                    problems.add(path, why, number)
+            problems.unique(path, lines)
+        if path and not lines:
+            problems.add(path, "no entries")
+        if path and stem not in ("first_names", "middle_names", "last_names"):
+            if len(lines) > MAX_VALUES:
+                problems.add(path, f"{len(lines):,} entries, at most {MAX_VALUES:,}")
+        lists[stem] = tuple(lines)
+    names = [len(lists[k]) for k in ("first_names", "middle_names", "last_names")]
+    if math.prod(names) > MAX_N0:
+        problems.add(root, f"N0 = {math.prod(names):,} names, at most {MAX_N0:,}")
+    return lists, tuple(employer_cities)
+
+
+def read_templates(root: Path, problems: Problems) -> dict[str, tuple[Template, ...]]:
+    """The templates of `root/sentences/`, or the package's if the folder has none."""
+    folder = root / "sentences" if (root / "sentences").is_dir() else DEFAULT_DIR / "sentences"
+    templates = {}
+    for sentence in SENTENCES:
+        path = folder / f"{sentence}.txt"
+        if not path.is_file():
+            problems.add(path, "missing")
+            continue
+        lines = problems.lines(path)
+        if len(lines) < MIN_TEMPLATES:
+            problems.add(path, f"{len(lines)} templates, expected at least {MIN_TEMPLATES}")
+        problems.unique(path, lines)
+        parsed = []
+        for number, line in enumerate(lines, 1):
+            rel = path.relative_to(root) if path.is_relative_to(root) else path
+            try:
+                parsed.append(parse_template(f"{rel} line {number}", line, sentence))
+            except InputError as e:
+                problems.items.append(str(e))
+        templates[sentence] = tuple(parsed)
+    return templates
 
 
 def load(folder: Path | str | None = None) -> Fields:
-    """Load and check a fields folder (default: the package's `templates/`)."""
+    """Load and check a fields folder (default: the package's `templates/`); every
+    problem of the folder is reported in one InputError."""
     root = Path(folder) if folder is not None else DEFAULT_DIR
     if not root.is_dir():
         raise InputError(f"{root}: fields folder not found")
-    lists: dict[str, tuple[str, ...]] = {}
-    employer_cities: tuple[str, ...] = ()
-    for stem, size in LISTS.items():
-        path = root / f"{stem}.txt"
-        lines = read_lines(path)
-        if len(lines) != size:
-            raise InputError(f"{path}: {len(lines)} entries, expected {size}")
-        if stem == "employers":
-            companies, cities = [], []
-            for number, line in enumerate(lines, 1):
-                company, sep, city = line.partition("; ")
-                if not sep or ";" in company or ";" in city:
-                    raise InputError(
-                        f"{path} line {number}: expected 'Company; City, ST', got {line!r}"
-                    )
-                _check_value(path, number, company, _VALUE, "company name")
-                _check_value(path, number, city, _CITY, "headquarters city")
-                companies.append(company)
-                cities.append(city)
-            _check_unique(path, companies)
-            lines, employer_cities = companies, tuple(cities)
-        else:
-            pattern, what = {
-                "cities": (_CITY, "city ('City, ST')"),
-                "universities": (_VALUE, "university"),
-                "majors": (_VALUE, "major"),
-            }.get(stem, (_NAME, "name (letters only)"))
-            for number, line in enumerate(lines, 1):
-                _check_value(path, number, line, pattern, what)
-            _check_unique(path, lines)
-        lists[stem] = tuple(lines)
-
-    templates = {}
-    for sentence in SENTENCES:
-        path = root / "sentences" / f"{sentence}.txt"
-        lines = read_lines(path)
-        if len(lines) < MIN_TEMPLATES:
-            raise InputError(f"{path}: {len(lines)} templates, expected at least {MIN_TEMPLATES}")
-        _check_unique(path, lines)
-        templates[sentence] = tuple(parse_template(path, n, t) for n, t in enumerate(lines, 1))
+    problems = Problems(root)
+    lists, employer_cities = read_lists(root, problems)
+    templates = read_templates(root, problems)
+    problems.check()
     return Fields(root=root, lists=lists, employer_cities=employer_cities, templates=templates)

@@ -199,7 +199,7 @@ class Task:
             atomic.write_json(sweep / ENDED / f"{point.id}.json", record)
 
         try:
-            workers = sweeps.slots(device, per_gpu, cpu_slots, config["gpus_per_point"])
+            workers = sweeps.workers(sweep, config, device, per_gpu, cpu_slots)
         except InputError as e:
             for point in mine:
                 ended(point, str(e))
@@ -236,7 +236,8 @@ def queue() -> dict[str, str]:
 
 
 def wait(sweep: Path, grid, quantize: list[str], jobs: set[str], bar) -> None:
-    """Wait until none of `jobs` is queued or running, counting points as they finish."""
+    """Wait until none of `jobs` is queued or running, counting points as they finish and
+    writing the table so far."""
     done = sum(sweeps.point_done(sweep / "runs" / p.id, quantize) for p in grid)
     failures = 0
     while True:
@@ -249,6 +250,9 @@ def wait(sweep: Path, grid, quantize: list[str], jobs: set[str], bar) -> None:
                 raise
             live = dict.fromkeys(jobs, "?")  # no answer this time: still waiting
         now = sum(sweeps.point_done(sweep / "runs" / p.id, quantize) for p in grid)
+        if now != done:
+            known = {s["point"]: (s["state"], s["error"]) for s in states(sweep, grid, quantize)}
+            sweeps.table_rows(grid, sweep, quantize, known)
         bar.update(now - done)
         done = now
         queued = sum(s in QUEUED for s in live.values())

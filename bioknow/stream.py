@@ -291,17 +291,24 @@ class EvalBatch:
     lengths: np.ndarray  # [b] tokens before padding
 
 
-def eval_batches(table: FragmentTable, people, batch: int, exposure: int) -> Iterator[EvalBatch]:
-    """One unit per row from position 0, `batch` people at a time, in the given order."""
+def eval_batches(
+    table: FragmentTable, people, batch: int, exposure: int, width: int | None = None
+) -> Iterator[EvalBatch]:
+    """One unit per row from position 0, `batch` people at a time, in the given order;
+    rows padded to the longest unit of the batch, or with `width` to that many columns
+    and every batch to `batch` rows (static shapes, for a compiled scorer: the extra rows
+    are empty, their people not listed)."""
     people = np.asarray(people, dtype=np.int64)
     for lo in range(0, len(people), batch):
         some = people[lo : lo + batch]
         units = table.assemble(some, exposure)
         lengths = np.diff(units.offsets)
-        width = int(lengths.max())
-        column = np.arange(width)
+        if width is not None:
+            lengths = np.concatenate([lengths, np.zeros(batch - len(some), dtype=lengths.dtype)])
+        column = np.arange(width or int(lengths.max()))
         inside = column < lengths[:, None]
-        source = np.minimum(units.offsets[:-1, None] + column, len(units.tokens) - 1)
+        starts = np.concatenate([units.offsets[:-1], np.zeros(len(lengths) - len(some), int)])
+        source = np.minimum(starts[:, None] + column, len(units.tokens) - 1)
         tokens = np.where(inside, units.tokens[source], table.eot).astype(np.int32)
         labels = np.where(inside, units.labels[source], 0).astype(np.uint8)
         yield EvalBatch(some, tokens, labels, lengths)

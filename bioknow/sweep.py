@@ -34,9 +34,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import yaml
 
-from bioknow import atomic, dataset, integrity, process, runfolder, validate
+from bioknow import atomic, dataset, integrity, process, runfolder, track, validate
 from bioknow.errors import InputError
-from bioknow.evaluate import eval_file
+from bioknow.evaluate import eval_file, mean_accuracy
 from bioknow.model import ModelConfig
 from bioknow.progress import Progress
 
@@ -51,17 +51,20 @@ TOP_KEYS = {
     "quantize",
     "eval",
     "train",
+    "tracker",
     "gpus_per_point",
 }
 TRAIN_KEYS = {
     "device",
     "no_compile",
+    "cuda_graphs",
     "precision",
     "junk_fraction",
     "junk_n",
     "useful_prefix",
     "log_every",
     "checkpoint_every",
+    "tracker",
 }
 EVAL_KEYS = {"people"}
 ATTEMPTS = 2
@@ -129,15 +132,25 @@ def _dataset(spec: dict) -> dict:
     rules = {**validate.GENERATE, "variant": validate.Choice(tuple(dataset.VARIANTS))}
     data = {k: _value(rules[k], v, f"datasets.{k}") for k, v in spec.items()}
     biod = {k: data[k] for k in dataset.BIOD_KEYS if k in data} or None
-    args = {k: data[k] for k in ("n", "seed", "renderings") if k in data}
+    args = {k: data[k] for k in ("n", "seed", "renderings", "vocab_size") if k in data}
     dataset.check_arguments(data["variant"], {**args, "sample": 0}, biod, None)
     return data
+
+
+def train_section(config: dict) -> dict:
+    """The config's `train:` options, with a top-level `tracker:` among them."""
+    train = _mapping(config.get("train") or {}, "train")
+    if "tracker" not in config:
+        return train
+    if train.get("tracker", config["tracker"]) != config["tracker"]:
+        raise InputError("sweep config: tracker and train.tracker differ (give one)")
+    return {**train, "tracker": config["tracker"]}
 
 
 def check_config(config: dict) -> dict:
     """The config with every value checked by the rules of the command it goes to: no
     empty lists, no nulls, whole numbers whole, every model name known."""
-    train = _mapping(config.get("train") or {}, "train")
+    train = train_section(config)
     evaluation = _mapping(config.get("eval") or {}, "eval")
     for where, part, keys in (("train", train, TRAIN_KEYS), ("eval", evaluation, EVAL_KEYS)):
         if set(part) - keys:
@@ -165,6 +178,7 @@ def check_config(config: dict) -> dict:
     }
     for model in checked["models"]:
         ModelConfig.from_name(model, 64)  # a misspelt model fails before anything runs
+    track.check(checked["train"].get("tracker"))
     return checked
 
 
@@ -312,6 +326,21 @@ def commands(point: Point, sweep: Path, config: dict) -> list[list[str]]:
     return out
 
 
+def tracker_env(config: dict, sweep: Path) -> dict:
+    """The environment that groups a sweep's W&B runs: WANDB_RUN_GROUP, the sweep folder's
+    name (unless it is set already)."""
+    if config["train"].get("tracker") != "wandb":
+        return {}
+    return {"WANDB_RUN_GROUP": os.environ.get("WANDB_RUN_GROUP", Path(sweep).resolve().name)}
+
+
+def workers(sweep: Path, config: dict, device: str, per_gpu: int, cpu_slots: int) -> list[dict]:
+    """The environment of each worker slot of this machine (or Slurm job): its devices and
+    threads (`slots`), and the tracker's."""
+    envs = slots(device, per_gpu, cpu_slots, config["gpus_per_point"])
+    return [{**env, **tracker_env(config, sweep)} for env in envs]
+
+
 def run_point(
     point: Point, sweep: Path, config: dict, env: dict, children: process.Children | None = None
 ) -> str | None:
@@ -336,15 +365,13 @@ def run_point(
     return error
 
 
-def row(
-    point: Point, sweep: Path, quantize: str, error: str | None, status: str | None = None
-) -> dict:
-    """One results row: the point, the resolved config, the eval report, speed. `status`
-    defaults to failed or done, by the error."""
+def row(point: Point, sweep: Path, quantize: str, status: str, error: str | None) -> dict:
+    """One results row: the point, its status (done, failed, or not yet finished: pending,
+    or the state of its Slurm job), the resolved config, the eval report so far, speed."""
     run = sweep / "runs" / point.id
     out = {
         "point": point.id,
-        "status": status or ("failed" if error else "done"),
+        "status": status,
         "error": error,
         "variant": point.data["variant"],
         "n": point.data["n"],
@@ -424,11 +451,17 @@ def trained_share(run: Path) -> float:
         return 0.0  # not started, or its last line torn: counted as nothing yet
 
 
-def mean_accuracy(attributes: dict) -> float:
-    """The share of knowledge values decoded exactly, averaged over the attributes that
-    carry bits (bioS: not the work city; bioD: its values)."""
-    scored = [a["accuracy"] for name, a in attributes.items() if name != "work_city"]
-    return sum(scored) / len(scored)
+def table_rows(grid: list[Point], sweep: Path, quantize: list[str], states: dict) -> list[dict]:
+    """Every point's rows, written to runs.parquet and runs.csv. `states`: the (status,
+    error) of points known; the others are done or pending, by their run folder (a sweep
+    stopped early still leaves the table of what it did)."""
+    rows = []
+    for p in grid:
+        done = point_done(sweep / "runs" / p.id, quantize)
+        status, error = states.get(p.id) or ("done" if done else "pending", None)
+        rows += [row(p, sweep, q, status, error) for q in quantize]
+    write_table(sweep, rows)
+    return rows
 
 
 def write_table(sweep: Path, rows: list[dict]) -> None:
@@ -451,7 +484,8 @@ def run_points(
     finished=None,
 ) -> dict[str, str | None]:
     """Run the points on the worker slots (one at a time each, the costliest first); their
-    errors by id (None: done). `finished(point, error)` is called as each one ends."""
+    errors by id (None: done). `finished(point, error)` is called as each one ends (one
+    call at a time)."""
     pending = sorted(pending, key=cost, reverse=True)
     bar = bar or Progress(len(pending), "sweep", "point", enabled=False)
     children = children or process.Children()
@@ -475,10 +509,10 @@ def run_points(
             with lock:
                 running.discard(point.id)
                 errors[point.id] = error
+                if finished is not None:
+                    finished(point, error)
                 show()
                 bar.update(1)
-            if finished is not None:
-                finished(point, error)
 
     threads = [threading.Thread(target=worker, args=(env,), daemon=True) for env in workers]
     for t in threads:
@@ -521,7 +555,7 @@ def run_sweep(
             raise InputError(f"{sweep}: holds a sweep of another config (use a new --out)")
     device = device or "auto"
     if launcher is None:
-        workers = slots(device, int(per_gpu), int(cpu_slots), config["gpus_per_point"])
+        envs = workers(sweep, config, device, int(per_gpu), int(cpu_slots))
     else:
         launcher.check(config)
     for folder in ("data", "runs", "logs"):
@@ -556,16 +590,17 @@ def run_sweep(
     )
     started = time.perf_counter()
     if launcher is None:
-        errors = run_points(pending, sweep, config, workers, bar)
-        states = {k: ("failed" if e else "done", e) for k, e in errors.items()}
+        states: dict[str, tuple] = {}
+
+        def finished(point: Point, error: str | None) -> None:  # the table so far
+            states[point.id] = ("failed" if error else "done", error)
+            table_rows(grid, sweep, quantize, states)
+
+        run_points(pending, sweep, config, envs, bar, finished=finished)
     else:
         states = launcher(grid, pending, sweep, config, bar)
     bar.close()
-    rows = []
-    for p in grid:
-        status, error = states.get(p.id, (None, None))
-        rows += [row(p, sweep, q, error, status) for q in quantize]
-    write_table(sweep, rows)
+    rows = table_rows(grid, sweep, quantize, states)
     atomic.write_json(
         sweep / "sweep.json",
         {

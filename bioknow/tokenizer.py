@@ -13,7 +13,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from bioknow.errors import InputError
-from bioknow.fields import OBJECT, POSSESSIVE, SUBJECT, Fields
+from bioknow.fields import OBJECT, POSSESSIVE, SUBJECT, SUBJECT_S, Fields
 
 EOT = "<|endoftext|>"
 DEFAULT_VOCAB = 4096
@@ -39,7 +39,7 @@ def training_text(fields: Fields) -> Iterator[str]:
         for t in templates:
             for g in (0, 1):
                 filled = {"subject": SUBJECT[g], "possessive": POSSESSIVE[g], "object": OBJECT[g]}
-                filled["value"] = "X"
+                filled.update({SUBJECT_S: POSSESSIVE[g].capitalize(), "value": "X"})
                 yield " " + "".join(filled[p] if kind == "slot" else p for kind, p in t.parts)
 
 

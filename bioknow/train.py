@@ -23,14 +23,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-from bioknow import atomic, integrity, recipe, runfolder, validate
+from bioknow import atomic, integrity, recipe, runfolder, track, validate
 from bioknow import tokenizer as tokenizers
 from bioknow.dataset import Dataset, open_dataset, versions
 from bioknow.errors import InputError
+from bioknow.feed import Prefetcher
 from bioknow.model import ModelConfig, Transformer
 from bioknow.process import RunLock
 from bioknow.progress import Progress
@@ -40,7 +40,6 @@ from bioknow.stream import WINDOW, JunkSource, MixedStream, Position, TrainStrea
 from bioknow.tokenizer import padded_vocab_size
 
 FORMAT = "bioknow-run/1"
-IGNORE = -100
 PRECISIONS = ("bf16", "float32")
 # On the CPU, torch.compile makes a tiny model's step about 1.2-1.3x faster but costs
 # 10-30 s to compile: by default only runs of at least this many steps compile.
@@ -198,6 +197,7 @@ def resolve_config(
         "device": device.type,
         "precision": precision,
         "compile": (cuda or stream.steps >= CPU_COMPILE_STEPS) if compile is None else compile,
+        "cuda_graphs": bool(options.get("cuda_graphs")),
         "world_size": world,
         "versions": {**versions(), "torch": torch.__version__},
     }
@@ -236,15 +236,6 @@ def optimizer_step(
     return loss.detach()
 
 
-def targets_of(tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Position t predicts token t+1 of the same window; padding (beyond each row's
-    length) and the last position of each window predict nothing."""
-    real = np.arange(tokens.shape[1]) < np.asarray(lengths)[:, None]
-    targets = np.full(tokens.shape, IGNORE, dtype=np.int64)
-    targets[:, :-1] = np.where(real[:, 1:], tokens[:, 1:], IGNORE)
-    return targets
-
-
 def pending_loss(loss_sum: torch.Tensor, counted: int, where: Placement) -> list:
     """The loss sum and token count not yet in a metrics line, over all ranks."""
     both = torch.tensor([float(loss_sum), counted], dtype=torch.float64, device=where.device)
@@ -272,8 +263,9 @@ class Stopper:
             signal.signal(s, handler)
 
 
-def announce(config: dict) -> None:
-    """Say on stderr how the run's recipe was chosen, and any warning about it."""
+def announce(config: dict, run: Path) -> None:
+    """Say on stderr how the run's recipe was chosen, any warning about it, and where it
+    is tracked."""
     print(
         f"{config['model']['name']}: {config['steps']:,} steps of batch {config['batch']}, "
         f"lr {config['lr']:g}, wd {config['wd']:g}, warmup {config['warmup']}, "
@@ -282,6 +274,8 @@ def announce(config: dict) -> None:
     )
     for warning in config.get("warnings", []):
         print(f"bioknow: warning: {warning}", file=sys.stderr)
+    if config.get("tracker"):
+        print(f"bioknow: tracking: {track.describe(config['tracker'], run)}", file=sys.stderr)
 
 
 def fresh_state() -> dict:
@@ -346,6 +340,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     compile: bool | None = None,
+    cuda_graphs: bool = False,
     precision: str | None = None,
     junk_fraction: float | None = None,
     junk_n: int | None = None,
@@ -354,11 +349,12 @@ def train(
     checkpoint_every: int | None = None,
     stop_after: int | None = None,
     progress: bool = False,
+    tracker: str | None = None,
 ) -> dict:
     """Train, or resume, the run in `out`; return its state (step, tokens, loss, ...).
     Every argument is checked before anything is written; --resume takes none of the
     options a run is made of (seed and log_every default to 0 and 50, checkpoint_every
-    to 1000)."""
+    to 1000). `tracker`: "tensorboard" or "wandb" logs the run there too (`bioknow.track`)."""
     run = Path(out)
     given = dict(
         data=data,
@@ -370,12 +366,14 @@ def train(
         warmup=warmup,
         seed=seed,
         compile=compile,
+        cuda_graphs=cuda_graphs or None,
         precision=precision,
         junk_fraction=junk_fraction,
         junk_n=junk_n,
         useful_prefix=useful_prefix,
         log_every=log_every,
         checkpoint_every=checkpoint_every,
+        tracker=tracker,
     )
     checked = validate.check(validate.TRAIN, {**given, "device": device, "stop_after": stop_after})
     where = place(checked["device"])
@@ -389,6 +387,7 @@ def train(
         config, ds, stream = resolve_config(
             data, model_name, options["exposures"], options, where.device, where.world
         )
+        config["tracker"] = track.settings(options.get("tracker"), run)
     with RunLock(run) if where.writer else nullcontext():
         if resume:
             config, ds, checkpoint, state = reopen(run, where)
@@ -396,7 +395,7 @@ def train(
             checkpoint, state = None, fresh_state()
             if where.writer:
                 begin(run, config, overwrite)
-                announce(config)
+                announce(config, run)
         if state["finished"]:
             if where.writer:
                 runfolder.ensure_finished(run)
@@ -432,7 +431,10 @@ def wrap(raw: torch.nn.Module, config: dict, where: Placement) -> torch.nn.Modul
         model = torch.nn.parallel.DistributedDataParallel(
             raw, device_ids=[where.device.index] if where.device.type == "cuda" else None
         )
-    return torch.compile(model) if config["compile"] else model
+    if not config["compile"]:
+        return model
+    # CUDA graphs replay a whole step's kernels at once: tiny models are launch-bound
+    return torch.compile(model, mode="reduce-overhead" if config.get("cuda_graphs") else None)
 
 
 def not_finite(run: Path, what: str, step: int) -> InputError:
@@ -464,28 +466,21 @@ def loop(run, config, stream, checkpoint, state, where, stop_after, progress) ->
     loss_sum = torch.tensor(pending[0], dtype=torch.float32, device=where.device)
     meter = Meter(counted=pending[1], seen=seen(state))
     metrics = runfolder.MetricsLog(run, state) if where.writer else None
+    tracker = track.open_tracker(run, config, start_step) if where.writer else track.Tracker()
     started = time.perf_counter()
     show = progress and where.writer
     bar = Progress(steps, "train", "step", initial=start_step, enabled=show)
-    with Stopper() as stopper:
-        for batch in stream.batches(start_step, start=Position(**state["position"])):
-            step = batch.step
-            targets = targets_of(batch.tokens, batch.lengths)
-            total = int((targets != IGNORE).sum())
-            mine = int((targets[rows] != IGNORE).sum())
-            x, y = (
-                torch.from_numpy(a) for a in (batch.tokens[rows].astype(np.int64), targets[rows])
-            )
-            if cuda:
-                x, y = (t.pin_memory().to(where.device, non_blocking=True) for t in (x, y))
+    batches = stream.batches(start_step, start=Position(**state["position"]))
+    with Stopper() as stopper, Prefetcher(batches, rows, where.device) as feed:
+        for ready in feed:
+            batch, step = ready.batch, ready.batch.step
             lr = recipe.lr_at(step, steps, config["lr"], config["warmup"])
             # scaled so that averaging gradients over ranks gives the mean over all tokens
-            loss = optimizer_step(
-                model, opt, x, y, lr, mine * where.world / max(total, 1), bf16=bf16
-            )
-            if mine:  # a rank's rows of a last batch may hold no target: its loss is nan
-                loss_sum += loss * mine
-            meter.counted += mine
+            scale = ready.mine * where.world / max(ready.total, 1)
+            loss = optimizer_step(model, opt, ready.x, ready.y, lr, scale, bf16=bf16)
+            if ready.mine:  # a rank's rows of a last batch may hold no target: its loss is nan
+                loss_sum += loss * ready.mine
+            meter.counted += ready.mine
             junk = int(batch.lengths[batch.junk].sum()) if batch.junk is not None else 0
             state.update(
                 step=step + 1,
@@ -499,6 +494,7 @@ def loop(run, config, stream, checkpoint, state, where, stop_after, progress) ->
                 line = meter.line(run, loss_sum, state, opt, where, started)
                 if metrics is not None:
                     metrics.append(line)
+                    tracker.log(line)
                 rate = f"{line['tokens_per_s']:,.0f}"
                 bar.set_postfix(**{"loss": f"{state['loss']:.4f}", "tokens/s": rate})
             bar.update(1)
@@ -522,6 +518,7 @@ def loop(run, config, stream, checkpoint, state, where, stop_after, progress) ->
     bar.close()
     if metrics is not None:
         metrics.close()
+    tracker.close()
     state["signal"] = stopper.signal
     return state
 

@@ -17,7 +17,9 @@ from pathlib import Path
 from bioknow.errors import InputError
 
 SEED_MAX = 2**63 - 1
-N0 = 400 * 400 * 1000  # distinct names: the fixed sizes of the name lists (SPEC 2.1)
+# distinct names of the default lists (SPEC 2.1): the largest N, and --junk-n, accepted;
+# a fields folder with fewer names lowers the bound to its own N0
+N0 = 400 * 400 * 1000
 MAX_EXPOSURES = 10**6
 MAX_T = 40_000  # bioD alphabet, as documented
 MAX_STEPS = 10**12  # cadences and step counts
@@ -284,6 +286,7 @@ TRAIN = {
     "seed": SEED,
     "device": Device(),
     "compile": Flag(),
+    "cuda_graphs": Flag(),
     "precision": Choice(("bf16", "float32")),
     "junk_fraction": Number(0, 1, real=True),
     "junk_n": Number(1, N0),
@@ -291,6 +294,7 @@ TRAIN = {
     "log_every": POSITIVE,
     "checkpoint_every": POSITIVE,
     "stop_after": POSITIVE,
+    "tracker": Choice(("none", "tensorboard", "wandb")),
 }
 EVAL = {
     "people": People(),
@@ -299,6 +303,7 @@ EVAL = {
     "method": Choice(("gptq", "rtn")),
     "batch": Number(1, 1 << 16),
     "device": Device(),
+    "compile": Flag(),
 }
 CORPUS = {
     "exposures": Number(1, MAX_EXPOSURES),

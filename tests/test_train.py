@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bioknow import cli, dataset, train
+from bioknow import cli, dataset, feed, train
 from bioknow.errors import InputError
 from bioknow.render.tokens import LABELS
 from bioknow.stream import eval_batches
@@ -63,7 +63,7 @@ def test_resume_is_bit_identical(data, tmp_path):
 
 def test_targets_shift_and_mask():
     tokens = np.arange(12, dtype=np.int32).reshape(2, 6)
-    t = train.targets_of(tokens, np.array([6, 3]))
+    t = feed.targets_of(tokens, np.array([6, 3]))
     assert t[0].tolist() == [1, 2, 3, 4, 5, -100]
     assert t[1].tolist() == [7, 8, -100, -100, -100, -100]
 

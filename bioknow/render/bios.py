@@ -3,7 +3,8 @@
 A rendering choice is a sentence order (one of 6! = 720) and a template per sentence,
 drawn by counter-based randomness keyed by (seed, person, exposure) (SPEC sections 2.3,
 2.4). bioS draws a fresh choice at every exposure; bioS-simple always uses exposure 0.
-The full name opens the first sentence; every other subject is a pronoun.
+The full name opens the first sentence; every other subject is a pronoun ("{subject}'s"
+is the name and "'s" in the first sentence, "Her" or "His" in the others).
 """
 
 import itertools
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bioknow import keyed
-from bioknow.fields import SENTENCES
+from bioknow.fields import SENTENCES, SUBJECT_S
 from bioknow.population import Population
 
 ORDERS = np.array(list(itertools.permutations(range(len(SENTENCES)))), dtype=np.int8)
@@ -68,6 +69,12 @@ def render(population: Population, person: int, order, template_ids) -> Renderin
                 put(text)
             elif text == "subject":
                 put(population.full_name(person), "name") if k == 0 else put(subject, "gender")
+            elif text == SUBJECT_S:  # "Anna Lee Smith's" opening the biography, else "Her"
+                if k == 0:
+                    put(population.full_name(person), "name")
+                    put("'s")
+                else:
+                    put(possessive.capitalize(), "gender")
             elif text == "value":
                 put(population.value(sentence, person), sentence)
             else:

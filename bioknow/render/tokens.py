@@ -2,8 +2,10 @@
 
 Every template fragment and field value is tokenized once into a *piece*. A slot's piece
 carries the space before it (" October 2, 1996", " She"), so every piece boundary is a
-pre-tokenizer boundary and the concatenation of pieces equals `tokenizer(text)`. Each
-sentence template becomes a *program*: a fixed-width row of piece ids, with negative
+pre-tokenizer boundary and the concatenation of pieces equals `tokenizer(text)`; where a
+value ending in punctuation meets punctuation ("Inc." + "."), the tokenizer may join
+them, and the pair is tokenized together as one fused piece (`bioknow.render.junctions`).
+Each sentence template becomes a *program*: a fixed-width row of piece ids, with negative
 entries standing for the person's slots (name parts, pronouns, the value). Assembling
 thousands of biographies is then array gathers, never a Python loop per token.
 
@@ -17,8 +19,9 @@ from functools import cached_property
 import numpy as np
 from tokenizers import Tokenizer
 
-from bioknow.fields import OBJECT, POSSESSIVE, SENTENCES, SUBJECT
+from bioknow.fields import OBJECT, POSSESSIVE, SENTENCES, SUBJECT, SUBJECT_S
 from bioknow.population import Population
+from bioknow.render import junctions
 from bioknow.render.bios import choices, render_people
 from bioknow.tokenizer import encode, eot_id
 
@@ -27,8 +30,9 @@ LABELS = ("other", "name", "gender", *SENTENCES, "chunk_first", "chunk")
 LABEL = {name: i for i, name in enumerate(LABELS)}
 
 # Slot columns of a person's slot table; a program refers to column c as -(c + 1).
-EMPTY, SUBJECT_SLOT, POSSESSIVE_SLOT, OBJECT_SLOT, FIRST, MIDDLE, LAST = range(7)
-VALUE = 7  # VALUE + j: the value of sentence j
+# SUBJECT_S_SLOT: "Her" or "His", for "{subject}'s" in a sentence that does not open.
+EMPTY, SUBJECT_SLOT, SUBJECT_S_SLOT, POSSESSIVE_SLOT, OBJECT_SLOT, FIRST, MIDDLE, LAST = range(8)
+VALUE = 8  # VALUE + j: the value of sentence j
 N_SLOTS = VALUE + len(SENTENCES)
 
 
@@ -48,71 +52,162 @@ class Units:
         return self.tokens[a:b], self.labels[a:b]
 
 
+def program_items(parts, j: int, later: int) -> list:
+    """A template's program for sentence j, as literal texts and slot columns: the full
+    name opens the unit (later = 0), a pronoun stands for it otherwise. Adjacent literals
+    are merged, and the space before a slot goes with the slot's piece."""
+    items: list = []
+    for kind, text in parts:
+        if kind == "text":
+            items.append(text)
+        elif text in ("subject", SUBJECT_S) and not later:
+            items += [FIRST, MIDDLE, LAST, *(["'s"] if text == SUBJECT_S else [])]
+        else:
+            items.append(
+                {
+                    "subject": SUBJECT_SLOT,
+                    SUBJECT_S: SUBJECT_S_SLOT,
+                    "value": VALUE + j,
+                    "possessive": POSSESSIVE_SLOT,
+                    "object": OBJECT_SLOT,
+                }[text]
+            )
+    merged: list = []
+    for item in items:
+        if isinstance(item, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += item
+        else:
+            merged.append(item)
+    out = []
+    for k, item in enumerate(merged):
+        if isinstance(item, str) and k + 1 < len(merged):
+            item = item[:-1]  # the space before the next slot goes with it
+        if item != "":
+            out.append(item)
+    return out
+
+
 class FragmentTable:
-    """Pieces (token runs with a label) and the programs of every sentence template."""
+    """Pieces (token runs with a label per token) and the programs of every template."""
 
     def __init__(self, population: Population, tokenizer: Tokenizer, prefix: str | None = None):
         fields = population.fields
         self.population, self.tokenizer = population, tokenizer
-        texts: list[str] = ["", ""]  # piece 0: empty; piece 1: end-of-text (set below)
-        labels: list[int] = [LABEL["other"], LABEL["other"]]
-
-        def add(items, label: str) -> int:
-            """Append pieces; return the id of the first."""
-            first = len(texts)
-            texts.extend(items)
-            labels.extend([LABEL[label]] * len(items))
-            return first
-
-        self.subject = add([" " + s for s in SUBJECT], "gender")
-        self.possessive = add([" " + s for s in POSSESSIVE], "gender")
-        self.object = add([" " + s for s in OBJECT], "gender")
-        self.first = add(fields.lists["first_names"], "name")
-        self.middle = add([" " + s for s in fields.lists["middle_names"]], "name")
-        self.last = add([" " + s for s in fields.lists["last_names"]], "name")
-        self.value = [add([" " + v for v in fields.values(s)], s) for s in SENTENCES]
-        opening = [1] if prefix is None else [1, add([prefix], "other")]  # piece 1: end-of-text
-
-        literal: dict[str, int] = {}
-        width = len(opening) + max(3 + len(t.parts) for ts in fields.templates.values() for t in ts)
-        most = max(len(ts) for ts in fields.templates.values())
-        # programs[sentence, template, later]: later = 0 when the sentence opens the unit
-        # (end-of-text and the full name), 1 otherwise (a pronoun subject)
-        self.programs = np.full((len(SENTENCES), most, 2, width), -(EMPTY + 1), dtype=np.int32)
+        self.texts: list[str] = ["", ""]  # piece 0: empty; piece 1: end-of-text (set below)
+        self.labels: list[int] = [LABEL["other"], LABEL["other"]]
+        add = self.add
+        self.columns = {  # slot column -> (first piece, number of pieces)
+            SUBJECT_SLOT: (add([" " + s for s in SUBJECT], "gender"), 2),
+            SUBJECT_S_SLOT: (add([" " + s.capitalize() for s in POSSESSIVE], "gender"), 2),
+            POSSESSIVE_SLOT: (add([" " + s for s in POSSESSIVE], "gender"), 2),
+            OBJECT_SLOT: (add([" " + s for s in OBJECT], "gender"), 2),
+        }
+        for column, key, space in (
+            (FIRST, "first_names", ""),
+            (MIDDLE, "middle_names", " "),
+            (LAST, "last_names", " "),
+        ):
+            names = fields.lists[key]
+            self.columns[column] = (add([space + s for s in names], "name"), len(names))
         for j, sentence in enumerate(SENTENCES):
-            for t, template in enumerate(fields.templates[sentence]):
-                refs = []
-                for k, (kind, text) in enumerate(template.parts):
-                    if kind == "text":
-                        if k + 1 < len(template.parts):
-                            text = text[:-1]  # the space before the next slot goes with it
-                        if text not in literal:
-                            literal[text] = add([text], "other")
-                        refs.append(literal[text])
-                    elif text == "subject":
-                        refs.append(None)  # the name or the pronoun, filled in below
-                    else:
-                        column = {
-                            "value": VALUE + j,
-                            "possessive": POSSESSIVE_SLOT,
-                            "object": OBJECT_SLOT,
-                        }[text]
-                        refs.append(-(column + 1))
-                for later, subject in ((0, [FIRST, MIDDLE, LAST]), (1, [SUBJECT_SLOT])):
-                    row = opening.copy() if later == 0 else []
-                    for ref in refs:
-                        row += [-(c + 1) for c in subject] if ref is None else [ref]
-                    self.programs[j, t, later, : len(row)] = row
+            values = fields.values(sentence)
+            self.columns[VALUE + j] = (add([" " + v for v in values], sentence), len(values))
+        opening = [1] if prefix is None else [1, add([prefix], "other")]  # 1: end-of-text
+        self.programs = self.build_programs(opening)
 
         self.eot = eot_id(tokenizer)
-        ids = encode(tokenizer, texts)
+        ids = encode(tokenizer, self.texts)
         ids[1] = [self.eot]
+        token_labels = [[label] * len(x) for label, x in zip(self.labels, ids, strict=True)]
+        self.fuse(ids, token_labels)
         self.length = np.array([len(x) for x in ids], dtype=np.int64)
         self.start = np.concatenate([[0], np.cumsum(self.length)[:-1]])
         self.pool = np.array([i for x in ids for i in x], dtype=np.int32)
-        self.label = np.array(labels, dtype=np.uint8)
-        self.pool_label = np.repeat(self.label, self.length)  # the label of each pool token
-        self.opening_length = int(self.length[opening].sum())  # end-of-text (and prefix)
+        self.pool_label = np.array([b for x in token_labels for b in x], dtype=np.uint8)
+
+    def add(self, items, label: str) -> int:
+        """Append pieces; return the id of the first."""
+        first = len(self.texts)
+        self.texts.extend(items)
+        self.labels.extend([LABEL[label]] * len(items))
+        return first
+
+    def build_programs(self, opening: list[int]) -> np.ndarray:
+        """programs[sentence, template, later, :]: a template's piece ids (negative: slot
+        columns, -(EMPTY + 1) padding); later = 0 when the sentence opens the unit (the
+        opening pieces, then the full name), 1 otherwise."""
+        templates = self.population.fields.templates
+        literal: dict[str, int] = {}
+        rows = {}
+        for j, sentence in enumerate(SENTENCES):
+            for t, template in enumerate(templates[sentence]):
+                for later in (0, 1):
+                    row = [] if later else opening.copy()
+                    for item in program_items(template.parts, j, later):
+                        if isinstance(item, str) and item not in literal:
+                            literal[item] = self.add([item], "other")
+                        row.append(literal[item] if isinstance(item, str) else -(item + 1))
+                    rows[j, t, later] = row
+        most = max(len(ts) for ts in templates.values())
+        width = max(len(r) for r in rows.values())
+        programs = np.full((len(SENTENCES), most, 2, width), -(EMPTY + 1), dtype=np.int32)
+        for (j, t, later), row in rows.items():
+            programs[j, t, later, : len(row)] = row
+        return programs
+
+    def junction_pairs(self) -> list[tuple[int, int]]:
+        """Every (slot column, literal piece) that meet in some program, the slot first."""
+        left, right = self.programs[..., :-1], self.programs[..., 1:]
+        meet = (left < 0) & (left != -(EMPTY + 1)) & (right >= 0)
+        return sorted(set(zip((-left[meet] - 1).tolist(), right[meet].tolist(), strict=True)))
+
+    def fuse(self, ids: list[list[int]], token_labels: list[list[int]]) -> None:
+        """Append a fused piece for every (slot piece, literal) pair of a program that the
+        tokenizer joins, and record them: `fused_keys` (slot piece * key_base + literal,
+        sorted) and `fused` for assembly, `junctions` for lengths."""
+        texts = self.texts
+        candidates = []  # (column, slot piece, literal) where both sides may join
+        joinable: dict[int, list[int]] = {}  # column -> its pieces ending in punctuation
+        for column, literal in self.junction_pairs():
+            if not junctions.joinable(texts[literal][0]):
+                continue
+            if column not in joinable:
+                first, count = self.columns[column]
+                pieces = range(first, first + count)
+                joinable[column] = [p for p in pieces if junctions.joinable(texts[p][-1])]
+            candidates += [(column, piece, literal) for piece in joinable[column]]
+        results = junctions.fuse(
+            self.tokenizer,
+            [(texts[a], texts[r]) for _, a, r in candidates],
+            [ids[a] + ids[r] for _, a, r in candidates],
+        )
+        self.key_base = len(texts)
+        keys, fused, changes = [], [], {}
+        for (column, a, r), result in zip(candidates, results, strict=True):
+            if result is not None:
+                joint, in_slot = result
+                keys.append(a * self.key_base + r)
+                fused.append(len(ids))
+                ids.append(joint)
+                token_labels.append([self.labels[a] if s else LABEL["other"] for s in in_slot])
+                first, count = self.columns[column]
+                change = changes.setdefault((column, r), np.zeros(count, dtype=np.int64))
+                change[a - first] = len(joint) - len(ids[a]) - len(ids[r])
+        order = np.argsort(np.array(keys, dtype=np.int64))
+        self.fused_keys = np.array(keys, dtype=np.int64)[order]
+        self.fused = np.array(fused, dtype=np.int64)[order]
+        self.count_junctions(changes)
+
+    def count_junctions(self, changes: dict) -> None:
+        """`junctions`: (column, literal, change in length per piece of the column) of each
+        junction where some pair is fused; `junction_count[row, k]`: how often junction k
+        occurs in a program row (rows as `programs.reshape(-1, width)`)."""
+        self.junctions = [(column, r, change) for (column, r), change in changes.items()]
+        refs = self.programs.reshape(-1, self.programs.shape[-1])
+        self.junction_count = np.zeros((len(refs), len(self.junctions)), dtype=np.int64)
+        for k, (column, r, _) in enumerate(self.junctions):
+            meet = (refs[:, :-1] == -(column + 1)) & (refs[:, 1:] == r)
+            self.junction_count[:, k] = meet.sum(1)
 
     def slots(self, people: np.ndarray) -> np.ndarray:
         """The piece of every slot for each person: [len(people), N_SLOTS]."""
@@ -122,31 +217,43 @@ class FragmentTable:
         gender = codes["gender"][people].astype(np.int64)
         table = np.empty((len(people), N_SLOTS), dtype=np.int64)
         table[:, EMPTY] = 0
-        table[:, SUBJECT_SLOT] = self.subject + gender
-        table[:, POSSESSIVE_SLOT] = self.possessive + gender
-        table[:, OBJECT_SLOT] = self.object + gender
-        table[:, FIRST] = self.first + name // (n_middle * n_last)
-        table[:, MIDDLE] = self.middle + name // n_last % n_middle
-        table[:, LAST] = self.last + name % n_last
+        for column in (SUBJECT_SLOT, SUBJECT_S_SLOT, POSSESSIVE_SLOT, OBJECT_SLOT):
+            table[:, column] = self.columns[column][0] + gender
+        table[:, FIRST] = self.columns[FIRST][0] + name // (n_middle * n_last)
+        table[:, MIDDLE] = self.columns[MIDDLE][0] + name // n_last % n_middle
+        table[:, LAST] = self.columns[LAST][0] + name % n_last
         for j, sentence in enumerate(SENTENCES):
             code = codes["employer" if sentence == "work_city" else sentence][people]
-            table[:, VALUE + j] = self.value[j] + code.astype(np.int64)
+            table[:, VALUE + j] = self.columns[VALUE + j][0] + code.astype(np.int64)
         return table
+
+    def choice_rows(self, people: np.ndarray, exposure) -> np.ndarray:
+        """The program row of each person's six sentences at the given exposure, in the
+        order they are told: [len(people), 6] indices of `programs.reshape(-1, width)`."""
+        orders, template_ids = choices(self.population, people, exposure)
+        orders = orders.astype(np.int64)
+        templates = np.take_along_axis(template_ids, orders, axis=1)
+        most = self.programs.shape[1]
+        return (orders * most + templates) * 2 + (np.arange(len(SENTENCES)) > 0)
 
     def pieces(self, people: np.ndarray, exposure) -> tuple[np.ndarray, np.ndarray]:
         """The non-empty pieces of each person's unit at the given exposure, back to back,
         and the number of pieces of each unit."""
-        orders, template_ids = choices(self.population, people, exposure)
-        orders = orders.astype(np.int64)
-        templates = np.take_along_axis(template_ids, orders, axis=1)
-        _, most, _, width = self.programs.shape
-        rows = (orders * most + templates) * 2 + (np.arange(len(SENTENCES)) > 0)
+        width = self.programs.shape[-1]
+        rows = self.choice_rows(people, exposure)
         refs = self.programs.reshape(-1, width)[rows].reshape(len(people), -1)
         where = np.flatnonzero(refs != -(EMPTY + 1))
-        refs = refs.ravel()[where]
+        refs = refs.ravel()[where].astype(np.int64)
         person = where // (len(SENTENCES) * width)
         slot = np.flatnonzero(refs < 0)
         refs[slot] = self.slots(people).ravel()[person[slot] * N_SLOTS - refs[slot] - 1]
+        if len(self.fused):
+            keys = refs[:-1] * self.key_base + refs[1:]
+            meet = np.flatnonzero(np.isin(keys, self.fused_keys))
+            refs[meet] = self.fused[np.searchsorted(self.fused_keys, keys[meet])]
+            refs[meet + 1] = 0  # the literal is inside the fused piece
+            kept = self.length[refs] > 0
+            refs, person = refs[kept], person[kept]
         return refs, np.bincount(person, minlength=len(people))
 
     def assemble(self, people, exposure) -> Units:
@@ -171,50 +278,62 @@ class FragmentTable:
     def lengths(self, people, exposure) -> np.ndarray:
         """Tokens in each person's unit at the given exposure, without assembling it."""
         people = np.asarray(people, dtype=np.int64)
-        _, template_ids = choices(self.population, people, exposure)
+        rows = self.choice_rows(people, exposure)
         gender = self.population.codes["gender"][people].astype(np.int64)
-        sentence = np.arange(len(SENTENCES))
-        return self.base_length[people] + self.template_length[
-            gender[:, None], sentence, template_ids
-        ].sum(1)
+        out = self.base_length[people] + self.row_length[gender[:, None], rows].sum(1)
+        if self.junctions:
+            out += (self.junction_count[rows].sum(1) * self.junction_changes(people)).sum(1)
+        return out
 
     def expected_lengths(self, people) -> np.ndarray:
-        """Each person's unit length averaged over every rendering choice (exact)."""
+        """Each person's unit length averaged over every rendering choice (exact): each
+        sentence opens the unit one time in six, and its templates are equally likely."""
         people = np.asarray(people, dtype=np.int64)
-        counts = [len(ts) for ts in self.population.fields.templates.values()]
-        means = [
-            sum(self.template_length[g, j, :c].mean() for j, c in enumerate(counts)) for g in (0, 1)
-        ]
+        most = self.programs.shape[1]
+        used = np.zeros(self.row_length.shape[1])  # the probability of each program row
+        for j, sentence in enumerate(SENTENCES):
+            templates = self.population.fields.templates[sentence]
+            rows = (j * most + np.arange(len(templates))) * 2
+            used[rows] = 1 / len(SENTENCES) / len(templates)
+            used[rows + 1] = (1 - 1 / len(SENTENCES)) / len(templates)
         gender = self.population.codes["gender"][people].astype(np.int64)
-        return self.base_length[people] + np.array(means)[gender]
+        out = self.base_length[people] + (self.row_length @ used)[gender]
+        if self.junctions:
+            out = out + self.junction_changes(people) @ (used @ self.junction_count)
+        return out
 
     @cached_property
     def base_length(self) -> np.ndarray:
-        """Per person, the part of a unit's length that no rendering choice changes:
-        the opening (end-of-text, and the prefix if any), the name and the six values, less
-        the pronoun the name replaces."""
+        """Per person, the tokens of the name and the six values (outside any fused
+        piece): the part of a unit's length that no rendering choice changes."""
         out = np.empty(len(self.population), dtype=np.int32)
         for start in range(0, len(out), 1 << 20):
             people = np.arange(start, min(len(out), start + (1 << 20)))
             slot_length = self.length[self.slots(people)]
-            fixed = slot_length[:, [FIRST, MIDDLE, LAST, *range(VALUE, N_SLOTS)]].sum(1)
-            out[people] = self.opening_length + fixed - slot_length[:, SUBJECT_SLOT]
+            out[people] = slot_length[:, [FIRST, MIDDLE, LAST, *range(VALUE, N_SLOTS)]].sum(1)
         return out
 
     @cached_property
-    def template_length(self) -> np.ndarray:
-        """[gender, sentence, template]: tokens of a template as a later sentence (pronoun
-        subject), its value excluded."""
-        refs = self.programs[:, :, 1, :]
+    def row_length(self) -> np.ndarray:
+        """[gender, program row]: tokens of a program row but its name and value slots:
+        the opening pieces, the template's text and its pronouns."""
+        refs = self.programs.reshape(-1, self.programs.shape[-1])
+        literal = self.length[np.maximum(refs, 0)]
         out = []
         for g in (0, 1):
             slot_length = np.zeros(N_SLOTS, dtype=np.int64)
-            slot_length[SUBJECT_SLOT] = self.length[self.subject + g]
-            slot_length[POSSESSIVE_SLOT] = self.length[self.possessive + g]
-            slot_length[OBJECT_SLOT] = self.length[self.object + g]
-            literal = self.length[np.maximum(refs, 0)]
+            for column in (SUBJECT_SLOT, SUBJECT_S_SLOT, POSSESSIVE_SLOT, OBJECT_SLOT):
+                slot_length[column] = self.length[self.columns[column][0] + g]
             out.append(np.where(refs >= 0, literal, slot_length[np.maximum(-refs - 1, 0)]).sum(-1))
         return np.stack(out)
+
+    def junction_changes(self, people: np.ndarray) -> np.ndarray:
+        """[len(people), junctions]: the change in length a junction makes for each person
+        (where the person's slot piece is fused with the junction's literal)."""
+        slots = self.slots(people)
+        return np.stack(
+            [change[slots[:, c] - self.columns[c][0]] for c, _, change in self.junctions], axis=1
+        )
 
     def used_ids(self, online: bool) -> np.ndarray:
         """The token ids the corpus uses: those of any possible rendering (online), or of
@@ -227,7 +346,7 @@ class FragmentTable:
             )
         refs = self.programs
         columns = sorted(set((-refs[refs < 0] - 1).tolist()) - {EMPTY})
-        pieces = [np.unique(refs[refs >= 0])] + [
+        pieces = [np.unique(refs[refs >= 0]), self.fused] + [
             np.unique(self.slots(c)[:, columns]) for c in chunks
         ]
         piece_of_token = np.repeat(np.arange(len(self.length)), self.length)
