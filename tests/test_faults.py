@@ -295,6 +295,9 @@ def test_a_sweeps_children_die_with_it(tmp_path, ranks):
     while time.time() < deadline and not metrics:  # training has begun
         metrics = [p for p in (tmp_path / "s" / "runs").glob("*/metrics.jsonl") if p.stat().st_size]
         time.sleep(0.2)
+    if not metrics:  # leave nothing running behind a failed test
+        sweep.kill()
+        sweep.wait()
     assert metrics, "the sweep's train child never started"
     locks = [metrics[0].parent / "lock"]
     child = int(locks[0].read_text())

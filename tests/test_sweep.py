@@ -57,10 +57,10 @@ def test_a_report_that_is_not_what_its_name_says_fails_its_row(done, tmp_path):
     run = sweep_dir / "runs" / grid[0].id
     report = integrity.read_run_json(run, "eval.json")
     integrity.write_run_json(run, "eval.json", {**report, "people": 10})
-    failed = sweep.row(grid[0], sweep_dir, config, "none", None)
+    failed = sweep.row(grid[0], sweep_dir, config, "none", "done", None)
     assert failed["status"] == "failed" and "not what its name says" in failed["error"]
     assert "R" not in failed
-    assert sweep.row(grid[1], sweep_dir, config, "none", None)["status"] == "done"
+    assert sweep.row(grid[1], sweep_dir, config, "none", "done", None)["status"] == "done"
 
 
 def test_cpu_slots_share_the_cores():
