@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEMO ?= out/demo
 
-.PHONY: install run test lint bench capacity clean
+.PHONY: install run test test-slurm lint bench capacity clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,11 @@ capacity: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Sweeps through a real Slurm: starts a single-node cluster on this machine (installing
+# Debian's slurm-wlm and munge when missing, as root), about two minutes.
+test-slurm: install
+	$(BIN)/python -m pytest -m slurm tests/test_slurm.py
 
 lint: install
 	$(BIN)/ruff check .

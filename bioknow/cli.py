@@ -689,8 +689,8 @@ def sweep_parser(commands) -> None:
         "again skips finished points, resumes interrupted ones and retries failed ones. "
         "See scripts/sweep-cpu.yaml.",
     )
-    p.add_argument("config", help="sweep config (YAML or JSON)")
-    p.add_argument("--out", required=True, help="sweep folder")
+    p.add_argument("config", help="sweep config (YAML or JSON); with --status, the sweep folder")
+    p.add_argument("--out", help="sweep folder")
     p.add_argument(
         "--device", choices=["cpu", "cuda"], help="default: one slot per GPU if any, else the CPU"
     )
@@ -700,29 +700,101 @@ def sweep_parser(commands) -> None:
         default=1,
         help="runs at once on the CPU, each with an equal share of the cores (default 1)",
     )
-    outputs(p, "print the result rows as JSON")
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="show each point of the sweep folder given: done, running, queued, interrupted, "
+        "failed or waiting, with its Slurm job",
+    )
+    p.add_argument(
+        "--launcher",
+        choices=["local", "slurm"],
+        default="local",
+        help="local (default): run the points here; slurm: submit them as a Slurm job array "
+        "(the sweep folder on a filesystem the nodes share)",
+    )
+    slurm_options(p.add_argument_group("Slurm (--launcher slurm)"))
+    outputs(p, "print the result rows (with --status: the points' states) as JSON")
+
+
+def slurm_options(cluster) -> None:
+    """The options of `sweep --launcher slurm`: the job array's resources."""
+    cluster.add_argument("--time", help="each job's time limit, as sbatch takes it (required)")
+    cluster.add_argument("--partition", help="Slurm partition")
+    cluster.add_argument("--account", help="Slurm account")
+    cluster.add_argument(
+        "--gpus-per-job", help="GPUs per job (default: one point's; 0 with --device cpu)"
+    )
+    cluster.add_argument("--cpus-per-job", help="CPUs per job (default: the cluster's)")
+    cluster.add_argument("--mem", help="memory per job, e.g. 64G (default: the cluster's)")
+    cluster.add_argument(
+        "--sbatch",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a further sbatch option, e.g. qos=high (repeatable)",
+    )
+    cluster.add_argument("--max-jobs", help="jobs of the array running at once (default: all)")
+    cluster.add_argument(
+        "--signal-delay",
+        help="seconds before the time limit at which a job checkpoints and requeues (default 90)",
+    )
+    cluster.add_argument(
+        "--no-wait", action="store_true", help="return once the jobs are submitted"
+    )
 
 
 def cmd_sweep(args) -> int:
-    from bioknow import sweep
+    from bioknow import slurm, sweep
 
+    if args.status:
+        states = slurm.status(args.config)
+        return answer(args, states, lambda: status_summary(args.config, states))
+    if args.out is None:
+        raise InputError("sweep needs --out (the sweep folder), or --status")
+    given = {k: getattr(args, k) for k in validate.SLURM if getattr(args, k) is not None}
     placement = options(args, "device", "per_gpu", "cpu_slots")
-    rows = sweep.run_sweep(args.config, args.out, **placement, progress=True)
+    launcher = None
+    if args.launcher == "slurm":
+        launcher = slurm.Launcher(**given, **placement, wait=not args.no_wait)
+    elif given or args.no_wait:
+        option = next(iter(given), "no_wait").replace("_", "-")
+        raise InputError(f"--{option} is an option of --launcher slurm")
+    rows = sweep.run_sweep(args.config, args.out, **placement, progress=True, launcher=launcher)
     failed = any(r["status"] == "failed" for r in rows)
-    return answer(args, rows, lambda: sweep_summary(rows, args.out), 1 if failed else 0)
+    waiting = launcher is not None and not launcher.wait
+    return answer(args, rows, lambda: sweep_summary(rows, args.out, waiting), 1 if failed else 0)
 
 
-def sweep_summary(rows: list[dict], out: str) -> str:
+def sweep_summary(rows: list[dict], out: str, waiting: bool = False) -> str:
     """How many results are done; each one's R and the report it is read from, and each
-    failure's reason."""
-    failed = [r for r in rows if r["status"] == "failed"]
-    lines = [
-        f"{len(rows) - len(failed)} of {len(rows)} results done in {out} (runs.parquet, runs.csv)"
-    ]
-    for r in rows:
-        if r["status"] == "done" and "R" in r:
+    unfinished point's state and reason."""
+    done = [r for r in rows if r["status"] == "done"]
+    lines = [f"{len(done)} of {len(rows)} results done in {out} (runs.parquet, runs.csv)"]
+    for r in done:
+        if "R" in r:
             lines.append(f"  {r['point']} [{r['report']}]: R {r['R']:.4f} of Rmax {r['R_max']:.4f}")
-    lines += [f"  FAILED {r['point']}: {r['error']}" for r in failed]
+    for r in rows:
+        if r["status"] != "done":
+            error = f": {r['error']}" if r["error"] else ""
+            lines.append(f"  {r['status'].upper()} {r['point']}{error}")
+    if waiting and len(done) < len(rows):
+        lines.append(f"  bioknow sweep {out} --status shows how they do; run this again to collect")
+    return "\n".join(lines)
+
+
+def status_summary(folder, states: list[dict]) -> str:
+    """A sweep's points: state, Slurm job, share trained and error."""
+    from bioknow.slurm import STATES
+
+    counts = {k: sum(s["state"] == k for s in states) for k in STATES}
+    summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+    lines = [f"{folder}: {len(states)} points: {summary}"]
+    for s in states:
+        trained = f"{100 * s['trained']:.0f}% trained" if s["state"] != "done" else ""
+        error = s["error"] or ""
+        lines.append(
+            f"  {s['state']:<12} {s['job'] or '-':<12} {s['point']}  {trained}{error}".rstrip()
+        )
     return "\n".join(lines)
 
 

@@ -1,5 +1,5 @@
 """Processes (DESIGN section 8): one writer per run folder, and children that die with
-the sweep that started them.
+the sweep that started them and can be asked, all at once, to checkpoint and stop.
 
 A run folder's writer holds `RUN/lock`: a file holding its pid, locked with flock(2) for
 as long as the process lives. The kernel drops the lock when the process dies however it
@@ -11,7 +11,9 @@ import ctypes
 import fcntl
 import os
 import signal
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from bioknow.errors import InputError
@@ -97,3 +99,60 @@ def die_with_parent() -> None:
 def child_env(env: dict) -> dict:
     """The environment of a child that must die with this process."""
     return {**os.environ, **env, PARENT_ENV: str(os.getpid())}
+
+
+class Children:
+    """The commands a process runs, from any of its threads, so that `stop` can ask them all
+    to checkpoint and stop. `shield`: signals the children never receive (blocked in them:
+    a cluster's warning before a time limit is for this process, which passes SIGTERM on)."""
+
+    def __init__(self, shield=()):
+        self.shield = set(shield)
+        self.lock = threading.Lock()
+        self.live: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def run(self, cmd: list[str], out, env: dict) -> int:
+        """Run `cmd` to its end, its output to the open file `out`; its exit status (that of
+        SIGTERM, without starting it, once stopping)."""
+        with self.lock:
+            if self.stopping:
+                return 128 + signal.SIGTERM
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.shield)
+            try:  # a child starts with the mask of the thread that starts it
+                child = subprocess.Popen(
+                    cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env(env)
+                )
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            self.live.add(child)
+        try:
+            return child.wait()
+        finally:
+            with self.lock:
+                self.live.discard(child)
+
+    def stop(self) -> None:
+        """Send SIGTERM to every child (a train checkpoints and exits), start no more, and
+        return once they have all exited. Safe in a signal handler of a thread that never
+        calls `run`."""
+        with self.lock:
+            self.stopping = True
+            children = list(self.live)
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:  # waits without reaping: the thread in run() collects the status
+                os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+            except ChildProcessError:
+                pass  # already collected
+
+
+def holder(folder: Path) -> int | None:
+    """The pid written in a folder's lock when that process is alive on this machine, else
+    None (the lock itself is left alone)."""
+    try:
+        pid = int((Path(folder) / LOCK).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) else None

@@ -16,13 +16,14 @@ two-core run); the costliest points start first. The children die with the sweep
 (Linux's parent-death signal, `bioknow.process`). Every value of the config is checked by
 the rules of the command it goes to (`bioknow.validate`) before anything is written.
 Running the sweep again skips finished points, resumes interrupted ones, and tries failed
-ones again; a point that fails twice in a row is reported as failed.
+ones again; a point that fails twice in a row is reported as failed. A point may train on
+several GPUs (`gpus_per_point`: torchrun and DDP in its slot). The points run on this
+machine, or through a launcher elsewhere (`bioknow.slurm`: a Slurm job array).
 """
 
 import itertools
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -53,6 +54,7 @@ TOP_KEYS = {
     "train",
     "tracker",
     "probe",
+    "gpus_per_point",
 }
 TRAIN_KEYS = {
     "device",
@@ -175,6 +177,7 @@ def check_config(config: dict) -> dict:
             for q in _listed(config, "quantize", ["none"])
         ],
         "probe": probe_section(config.get("probe", False)),
+        "gpus_per_point": _value(validate.GPUS, config.get("gpus_per_point", 1), "gpus_per_point"),
     }
     for model in checked["models"]:
         ModelConfig.from_name(model, 64)  # a misspelt model fails before anything runs
@@ -235,26 +238,42 @@ def points(config: dict) -> list[Point]:
     return out
 
 
-def slots(device: str, per_gpu: int, cpu_slots: int = 1) -> list[dict]:
-    """The environment of each worker slot: one per GPU (x per_gpu), or `cpu_slots` on
-    the CPU, each with its share of the cores."""
-    cpu = [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(cpu_threads(cpu_slots))}]
+def slots(device: str, per_gpu: int, cpu_slots: int = 1, gpus_per_point: int = 1) -> list[dict]:
+    """The environment of each worker slot: one per GPU, or per `gpus_per_point` GPUs
+    (x per_gpu), or `cpu_slots` on the CPU, each with its share of the cores (shared by
+    the ranks of a point that has several)."""
+    threads = max(1, cpu_threads(cpu_slots) // gpus_per_point)
+    cpu = [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads)}]
     if device == "cpu":
         return cpu * cpu_slots
-    import torch
-
-    gpus = torch.cuda.device_count()
-    if gpus == 0:
+    gpus = visible_gpus()
+    if not gpus:
         if device == "cuda":
             raise InputError("--device cuda asked for, but no GPU is visible")
         return cpu * cpu_slots
-    return [{"CUDA_VISIBLE_DEVICES": str(g)} for g in range(gpus) for _ in range(per_gpu)]
+    if len(gpus) < gpus_per_point:
+        raise InputError(f"gpus_per_point is {gpus_per_point}, but {len(gpus)} GPU(s) are visible")
+    whole = len(gpus) - len(gpus) % gpus_per_point
+    groups = [gpus[i : i + gpus_per_point] for i in range(0, whole, gpus_per_point)]
+    return [{"CUDA_VISIBLE_DEVICES": ",".join(g)} for g in groups for _ in range(per_gpu)]
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, named as its children's CUDA_VISIBLE_DEVICES must
+    name them (a Slurm job's own GPUs, say, not the first ones of the node)."""
+    import torch
+
+    count = torch.cuda.device_count()
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return listed.split(",")[:count] if listed else [str(g) for g in range(count)]
 
 
 def cpu_threads(cpu_slots: int) -> int:
-    """Threads for each of `cpu_slots` runs sharing this process's cores."""
+    """Threads for each of `cpu_slots` runs sharing this process's cores (in a Slurm job,
+    the CPUs it was given)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // cpu_slots)
+    cores = int(os.environ.get("SLURM_CPUS_PER_TASK") or cores or 1)
+    return max(1, cores // cpu_slots)
 
 
 def cost(point: Point) -> float:
@@ -305,12 +324,15 @@ def commands(point: Point, sweep: Path, config: dict) -> list[list[str]]:
     the probe if the config asks for one."""
     run = sweep / "runs" / point.id
     bioknow = [sys.executable, "-m", "bioknow"]
+    ranks = config.get("gpus_per_point", 1)
+    trainer = [sys.executable, "-m", "bioknow.torchrun", "--standalone"]
+    trainer = [*trainer, f"--nproc_per_node={ranks}", "-m", "bioknow"] if ranks > 1 else bioknow
     train_options = {**(config.get("train") or {}), **point.recipe}
     if (run / "config.json").is_file():
-        train = [*bioknow, "train", "--resume", "--out", str(run)]
+        train = [*trainer, "train", "--resume", "--out", str(run)]
     else:
         train = [
-            *bioknow,
+            *trainer,
             "train",
             "--data",
             str(sweep / "data" / point.data_id),
@@ -353,8 +375,19 @@ def tracker_env(config: dict, sweep: Path) -> dict:
     return {"WANDB_RUN_GROUP": os.environ.get("WANDB_RUN_GROUP", Path(sweep).resolve().name)}
 
 
-def run_point(point: Point, sweep: Path, config: dict, env: dict) -> str | None:
-    """Run a point's commands (retrying once); None when done, else the error."""
+def workers(sweep: Path, config: dict, device: str, per_gpu: int, cpu_slots: int) -> list[dict]:
+    """The environment of each worker slot of this machine (or Slurm job): its devices and
+    threads (`slots`), and the tracker's."""
+    envs = slots(device, per_gpu, cpu_slots, config["gpus_per_point"])
+    return [{**env, **tracker_env(config, sweep)} for env in envs]
+
+
+def run_point(
+    point: Point, sweep: Path, config: dict, env: dict, children: process.Children | None = None
+) -> str | None:
+    """Run a point's commands (retrying once); None when done, else the error. Once
+    `children` are stopped (a Slurm job preempted), the point stops, to resume later."""
+    children = children or process.Children()
     log = sweep / "logs" / f"{point.id}.log"
     error = None
     for _ in range(ATTEMPTS):
@@ -363,28 +396,25 @@ def run_point(point: Point, sweep: Path, config: dict, env: dict) -> str | None:
             with open(log, "a") as f:
                 f.write(f"$ {' '.join(cmd)}\n")
                 f.flush()
-                done = subprocess.run(
-                    cmd, stdout=f, stderr=subprocess.STDOUT, env=process.child_env(env)
-                )
-            if done.returncode != 0:
-                error = f"{cmd[3]} exited with status {done.returncode} (see {log})"
+                status = children.run(cmd, f, env)
+            if status != 0:
+                name = cmd[cmd.index("bioknow") + 1]
+                error = f"{name} exited with status {status} (see {log})"
                 break
-        if error is None:
-            return None
+        if error is None or children.stopping:
+            return error
     return error
 
 
-def row(
-    point: Point, sweep: Path, config: dict, quantize: str, error: str | None, done: bool = True
-) -> dict:
-    """One results row: the point, the resolved config, the eval report (named in
-    `report`), speed. `done` False: a point not (yet) finished, its row "pending" with
-    what it has so far."""
+def row(point: Point, sweep: Path, config: dict, quantize: str, status: str, error) -> dict:
+    """One results row: the point, its status (done, failed, or not yet finished: pending,
+    or the state of its Slurm job), the resolved config, the eval report (named in
+    `report`) so far, speed."""
     run = sweep / "runs" / point.id
     report = report_of(point, config, quantize)
     out = {
         "point": point.id,
-        "status": "failed" if error else "done" if done else "pending",
+        "status": status,
         "error": error,
         "variant": point.data["variant"],
         "n": point.data["n"],
@@ -477,14 +507,16 @@ def trained_share(run: Path) -> float:
 
 
 def table_rows(
-    grid: list[Point], sweep: Path, config: dict, quantize: list[str], errors: dict
+    grid: list[Point], sweep: Path, config: dict, quantize: list[str], states: dict
 ) -> list[dict]:
-    """Every point's rows, written to runs.parquet and runs.csv: finished, failed, or
-    pending (a sweep stopped early still leaves the table of what it did)."""
+    """Every point's rows, written to runs.parquet and runs.csv. `states`: the (status,
+    error) of points known; the others are done or pending, by their run folder (a sweep
+    stopped early still leaves the table of what it did)."""
     rows = []
     for p in grid:
         done = point_done(p, sweep, config, quantize)
-        rows += [row(p, sweep, config, q, errors.get(p.id), done) for q in quantize]
+        status, error = states.get(p.id) or ("done" if done else "pending", None)
+        rows += [row(p, sweep, config, q, status, error) for q in quantize]
     write_table(sweep, rows)
     return rows
 
@@ -499,6 +531,56 @@ def write_table(sweep: Path, rows: list[dict]) -> None:
         os.replace(tmp, sweep / name)
 
 
+def run_points(
+    pending: list[Point],
+    sweep: Path,
+    config: dict,
+    workers: list[dict],
+    bar: Progress | None = None,
+    children: process.Children | None = None,
+    finished=None,
+) -> dict[str, str | None]:
+    """Run the points on the worker slots (one at a time each, the costliest first); their
+    errors by id (None: done). `finished(point, error)` is called as each one ends (one
+    call at a time)."""
+    pending = sorted(pending, key=cost, reverse=True)
+    bar = bar or Progress(len(pending), "sweep", "point", enabled=False)
+    children = children or process.Children()
+    errors: dict[str, str | None] = {}
+    lock = threading.Lock()
+    running: set[str] = set()
+
+    def show() -> None:
+        failed = sum(e is not None for e in errors.values())
+        bar.set_postfix(running=len(running), failed=failed)
+
+    def worker(env: dict) -> None:
+        while True:
+            with lock:
+                if not pending or children.stopping:
+                    return
+                point = pending.pop(0)
+                running.add(point.id)
+                show()
+            error = run_point(point, sweep, config, env, children)
+            with lock:
+                running.discard(point.id)
+                errors[point.id] = error
+                if finished is not None:
+                    finished(point, error)
+                show()
+                bar.update(1)
+
+    threads = [threading.Thread(target=worker, args=(env,), daemon=True) for env in workers]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        time.sleep(1.0)
+        with lock:
+            bar.tick()
+    return errors
+
+
 def run_sweep(
     config_path,
     out,
@@ -506,9 +588,14 @@ def run_sweep(
     per_gpu: int = 1,
     progress: bool = False,
     cpu_slots: int = 1,
+    launcher=None,
 ) -> list[dict]:
     """Run (or continue) the sweep of `config_path` (a YAML or JSON file, or the grid as
-    a mapping) in `out`; return the results rows."""
+    a mapping) in `out`; return the results rows. `launcher`: None runs the points on
+    this machine; else an object that runs them elsewhere (a `bioknow.slurm.Launcher`
+    submits them to Slurm): `launcher.check(config)` refuses what does not fit before
+    anything is written, and `launcher(grid, pending, sweep, config, bar)` returns every
+    point's (status, error)."""
     validate.check(
         validate.SWEEP,
         {"out": out, "device": device, "per_gpu": per_gpu, "cpu_slots": cpu_slots},
@@ -525,8 +612,10 @@ def run_sweep(
         if not isinstance(prior, dict) or prior.get("config") != raw:
             raise InputError(f"{sweep}: holds a sweep of another config (use a new --out)")
     device = device or "auto"
-    workers = slots(device, int(per_gpu), int(cpu_slots))
-    workers = [{**env, **tracker_env(config, sweep)} for env in workers]
+    if launcher is None:
+        envs = workers(sweep, config, device, int(per_gpu), int(cpu_slots))
+    else:
+        launcher.check(config)
     for folder in ("data", "runs", "logs"):
         (sweep / folder).mkdir(parents=True, exist_ok=True)
     atomic.write_json(previous, resolved)
@@ -548,11 +637,7 @@ def run_sweep(
             )
 
     quantize = quantize_settings(config)
-    errors: dict[str, str | None] = {}
     pending = [p for p in grid if not point_done(p, sweep, config, quantize)]
-    pending.sort(key=cost, reverse=True)
-    lock = threading.Lock()
-    running: set[str] = set()
 
     def share() -> float:  # of the grid's training FLOPs, done
         done = sum(cost(p) * trained_share(sweep / "runs" / p.id) for p in grid)
@@ -561,43 +646,25 @@ def run_sweep(
     bar = Progress(
         len(grid), "sweep", "point", len(grid) - len(pending), enabled=progress, share=share
     )
-
-    def show() -> None:
-        failed = sum(e is not None for e in errors.values())
-        bar.set_postfix(running=len(running), failed=failed)
-
-    def worker(env: dict) -> None:
-        while True:
-            with lock:
-                if not pending:
-                    return
-                point = pending.pop(0)
-                running.add(point.id)
-                show()
-            error = run_point(point, sweep, config, env)
-            with lock:
-                running.discard(point.id)
-                errors[point.id] = error
-                table_rows(grid, sweep, config, quantize, errors)  # the table so far
-                show()
-                bar.update(1)
-
-    threads = [threading.Thread(target=worker, args=(env,), daemon=True) for env in workers]
     started = time.perf_counter()
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads):
-        time.sleep(1.0)
-        with lock:
-            bar.tick()
+    if launcher is None:
+        states: dict[str, tuple] = {}
+
+        def finished(point: Point, error: str | None) -> None:  # the table so far
+            states[point.id] = ("failed" if error else "done", error)
+            table_rows(grid, sweep, config, quantize, states)
+
+        run_points(pending, sweep, config, envs, bar, finished=finished)
+    else:
+        states = launcher(grid, pending, sweep, config, bar)
     bar.close()
-    rows = table_rows(grid, sweep, config, quantize, errors)
+    rows = table_rows(grid, sweep, config, quantize, states)
     atomic.write_json(
         sweep / "sweep.json",
         {
             **resolved,
             "seconds": time.perf_counter() - started,
-            "failed": [k for k, v in errors.items() if v],
+            "failed": [k for k, (status, _) in states.items() if status == "failed"],
         },
     )
     return rows

@@ -9,6 +9,7 @@ checks estimate the memory or disk a request needs and refuse one the machine la
 
 import math
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,8 +181,91 @@ class OutPath:
         return str(value)
 
 
+@dataclass(frozen=True)
+class SlurmTime:
+    """A Slurm time limit as sbatch's --time takes it (MINUTES, MINUTES:SECONDS,
+    HOURS:MINUTES:SECONDS, DAYS-HOURS[:MINUTES[:SECONDS]]) -> whole minutes, seconds
+    rounded up; at least a minute, at most a year."""
+
+    def __call__(self, value, name: str) -> int:
+        text = str(value).strip() if isinstance(value, (str, int)) else ""
+        match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
+        if isinstance(value, bool) or not match:
+            raise InputError(
+                f"{name} must be a Slurm time limit (e.g. 90, 4:00:00, 2-00:00:00), got {value!r}"
+            )
+        parts = [int(g) for g in match.groups()[1:] if g is not None]
+        if match[1] is not None or len(parts) == 3:  # [DAYS-]HOURS[:MINUTES[:SECONDS]]
+            hours, minutes, seconds = (parts + [0, 0])[:3]
+        else:  # MINUTES[:SECONDS]
+            hours, (minutes, seconds) = 0, (parts + [0])[:2]
+        seconds = ((int(match[1] or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+        minutes = -(-seconds // 60)
+        if not 1 <= minutes <= 366 * 24 * 60:
+            raise InputError(f"{name} must be between a minute and a year, got {value!r}")
+        return minutes
+
+
+@dataclass(frozen=True)
+class SlurmMemory:
+    """Memory as sbatch's --mem takes it: a whole number, megabytes unless K, M, G or T
+    follows."""
+
+    def __call__(self, value, name: str) -> str:
+        text = str(value).strip() if isinstance(value, (str, int)) else ""
+        if isinstance(value, bool) or not re.fullmatch(r"[1-9]\d*[KMGT]?", text):
+            raise InputError(
+                f"{name} must be memory as Slurm writes it (e.g. 64G, 500M), got {value!r}"
+            )
+        return text
+
+
+# sbatch options bioknow sets itself: from their own options, or for submitit's bookkeeping
+SBATCH_OWN = {
+    "partition": "--partition",
+    "account": "--account",
+    "time": "--time",
+    "gpus-per-node": "--gpus-per-job",
+    "cpus-per-task": "--cpus-per-job",
+    "mem": "--mem",
+    "signal": "--signal-delay",
+    **dict.fromkeys(("array", "output", "error", "open-mode", "job-name", "ntasks-per-node"), ""),
+}
+
+
+@dataclass(frozen=True)
+class SbatchOptions:
+    """Further sbatch options: KEY=VALUE (or KEY alone, a flag) texts, or a mapping ->
+    {key: value or True}; none of those bioknow sets itself."""
+
+    def __call__(self, value, name: str) -> dict:
+        items = value.items() if isinstance(value, dict) else None
+        if items is None:
+            texts = [value] if isinstance(value, str) else value
+            if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+                raise InputError(f"{name} must be KEY=VALUE texts, got {value!r}")
+            items = [
+                (t.partition("=")[0], t.partition("=")[2] if "=" in t else True) for t in texts
+            ]
+        out = {}
+        for key, option in items:
+            key = str(key).strip().lstrip("-")
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", key):
+                raise InputError(f"{name}: {key!r} is not an sbatch option name")
+            if option is not True:
+                option = Text()(option, f"{name} {key}")
+            key = key.replace("_", "-")
+            if key in SBATCH_OWN:
+                own = SBATCH_OWN[key]
+                why = f"use {own}" if own else "bioknow sets it"
+                raise InputError(f"{name} {key}: {why}")
+            out[key] = option
+        return out
+
+
 SEED = Number(0, SEED_MAX)
 POSITIVE = Number(1, MAX_STEPS)
+GPUS = Number(1, 1024)
 
 GENERATE = {
     "n": Number(1, N0),
@@ -249,11 +333,24 @@ CORPUS = {
     "format": Choice(("bin", "parquet")),
     "seed": SEED,
 }
+SLURM = {
+    "partition": Text(),
+    "account": Text(),
+    "time": SlurmTime(),
+    "gpus_per_job": Number(0, 1024),
+    "cpus_per_job": Number(1, 100_000),
+    "mem": SlurmMemory(),
+    "sbatch": SbatchOptions(),
+    "max_jobs": Number(1, 1_000_000),
+    "signal_delay": Number(10, 86_400),
+}
 SWEEP = {
     "out": OutPath(),
     "device": Choice(("cpu", "cuda")),
     "per_gpu": Number(1, 64),
     "cpu_slots": Number(1, 64),
+    "launcher": Choice(("local", "slurm")),
+    **SLURM,
 }
 PLOT = {"out": OutPath(file=True), "dpi": Number(50, 1200)}
 EXPORT = {"out": OutPath()}

@@ -269,16 +269,19 @@ def test_a_run_has_one_writer(tiny, tmp_path):
     assert not (run / "lock").exists()
 
 
-def test_a_sweeps_children_die_with_it(tmp_path):
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_a_sweeps_children_die_with_it(tmp_path, ranks):
     """kill -9 of `bioknow sweep` takes its train child with it (which checkpoints on the
-    way out), so a rerun never meets a second trainer."""
+    way out), so a rerun never meets a second trainer; a point of two ranks (torchrun)
+    too."""
     data = {"variant": "bioD", "n": 12, "k": 2, "c": 1, "d": 10, "l": 1, "t": 20}
     config = {
         "datasets": [data],
         "models": ["gpt2-1-1"],
         "exposures": 100_000,
-        "recipe": {"batch": 1},
+        "recipe": {"batch": ranks},
         "train": {"device": "cpu", "log_every": 1, "checkpoint_every": 100_000},
+        "gpus_per_point": ranks,
     }
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(config))
     sweep = subprocess.Popen(
@@ -292,6 +295,9 @@ def test_a_sweeps_children_die_with_it(tmp_path):
     while time.time() < deadline and not metrics:  # training has begun
         metrics = [p for p in (tmp_path / "s" / "runs").glob("*/metrics.jsonl") if p.stat().st_size]
         time.sleep(0.2)
+    if not metrics:  # leave nothing running behind a failed test
+        sweep.kill()
+        sweep.wait()
     assert metrics, "the sweep's train child never started"
     locks = [metrics[0].parent / "lock"]
     child = int(locks[0].read_text())

@@ -236,7 +236,7 @@ def test_the_sweep_runs_the_probe_and_tabulates_it(untrained, tmp_path):
     assert command[3:] == ["probe", str(run), "--epochs", "3", "--people", "100"]
     assert not sweep.point_done(point, tmp_path, checked, ["none"])
     assert run_cli(*command[3:], "--device", "cpu")[0] == 0
-    row = sweep.row(point, tmp_path, checked, "none", None)
+    row = sweep.row(point, tmp_path, checked, "none", "pending", None)
     assert row["probe_report"] == "probe-people100-seed0.json" and row["probe_people"] == 100
     assert 0 <= row["probe_test_accuracy"] <= 1 and "probe_ID_2_train_accuracy" in row
     assert row["probe_test_ci95_low"] <= row["probe_test_accuracy"] <= row["probe_test_ci95_high"]

@@ -345,8 +345,14 @@ def dump(config, form: str) -> bytes:
     form=st.sampled_from(["yaml", "yaml", "json", "bytes"]),
     line=argv(
         {},
-        {"--device": mostly(["cpu"], ["cuda", "x"]), "--per-gpu": value(1, 2)},
-        ("--json",),
+        {
+            "--device": mostly(["cpu"], ["cuda", "x"]),
+            "--per-gpu": value(1, 2),
+            "--launcher": mostly(["local", "slurm"], ["x"]),
+            "--time": value(5, "1:00:00"),
+            "--sbatch": mostly(["qos=high"], ["time=5", "=", "a b"]),
+        },
+        ("--json", "--no-wait"),
     ),
 )
 def test_sweep_configs(origin, config, form, line):

@@ -57,10 +57,10 @@ def test_a_report_that_is_not_what_its_name_says_fails_its_row(done, tmp_path):
     run = sweep_dir / "runs" / grid[0].id
     report = integrity.read_run_json(run, "eval.json")
     integrity.write_run_json(run, "eval.json", {**report, "people": 10})
-    failed = sweep.row(grid[0], sweep_dir, config, "none", None)
+    failed = sweep.row(grid[0], sweep_dir, config, "none", "done", None)
     assert failed["status"] == "failed" and "not what its name says" in failed["error"]
     assert "R" not in failed
-    assert sweep.row(grid[1], sweep_dir, config, "none", None)["status"] == "done"
+    assert sweep.row(grid[1], sweep_dir, config, "none", "done", None)["status"] == "done"
 
 
 def test_cpu_slots_share_the_cores():
@@ -185,3 +185,33 @@ def test_the_capacity_grid_runs_shortened(tmp_path, monkeypatch, capsys):
     for run in (out / "runs").iterdir():  # the sample's report; no full evaluation made
         assert (run / "eval-people20-seed0.json").is_file() and not (run / "eval.json").exists()
     assert (out / "fit.json").is_file() and (tmp_path / "capacity.png").stat().st_size > 0
+
+
+def test_status_of_a_local_sweep(done, capsys):
+    assert cli.main(["sweep", str(done / "s"), "--status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{done / 's'}: 2 points: 2 done"
+    assert all(line.split()[:2] == ["done", "-"] for line in lines[1:])
+
+
+def test_a_point_of_several_ranks_trains_under_torchrun(tmp_path):
+    """gpus_per_point: 2 runs train under torchrun, with DDP (on the CPU: two processes,
+    gloo); the evaluation runs once."""
+    config = write(tmp_path, {**GRID, "models": ["gpt2-1-1"], "gpus_per_point": 2})
+    point = sweep.points(sweep.load_config(config))[0]
+    train_cmd, eval_cmd = sweep.commands(point, tmp_path / "s", sweep.load_config(config))
+    assert train_cmd[1:5] == ["-m", "bioknow.torchrun", "--standalone", "--nproc_per_node=2"]
+    assert eval_cmd[1:4] == ["-m", "bioknow", "eval"]
+    rows = sweep.run_sweep(config, tmp_path / "s", device="cpu")
+    assert rows[0]["status"] == "done", rows[0]["error"]
+    run_config = json.loads((tmp_path / "s" / "runs" / point.id / "config.json").read_text())
+    assert run_config["world_size"] == 2
+
+
+def test_slots_group_the_gpus_of_a_point(monkeypatch):
+    """Slots name the GPUs this process was given (a Slurm job's), gpus_per_point at a time."""
+    monkeypatch.setattr(sweep, "visible_gpus", lambda: ["4", "5", "6", "7", "9"])
+    envs = sweep.slots("cuda", per_gpu=2, gpus_per_point=2)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4,5", "4,5", "6,7", "6,7"]
+    with pytest.raises(InputError, match="gpus_per_point is 8"):
+        sweep.slots("cuda", per_gpu=1, gpus_per_point=8)

@@ -22,6 +22,18 @@ from bioknow.errors import InputError
         (validate.Choice(("a", "b")), "b", "b"),
         (validate.InPath(), Path("data/x"), "data/x"),
         (validate.InPath(), "gpt2", "gpt2"),
+        (validate.SlurmTime(), "90", 90),
+        (validate.SlurmTime(), 90, 90),
+        (validate.SlurmTime(), "5:30", 6),
+        (validate.SlurmTime(), "4:00:00", 240),
+        (validate.SlurmTime(), "2-00:00:00", 2880),
+        (validate.SlurmTime(), "1-12", 2160),
+        (validate.SlurmTime(), "1-0:30", 1470),
+        (validate.SlurmMemory(), "64G", "64G"),
+        (validate.SlurmMemory(), 4000, "4000"),
+        (validate.SbatchOptions(), ["qos=high", "exclusive"], {"qos": "high", "exclusive": True}),
+        (validate.SbatchOptions(), {"constraint": "a100"}, {"constraint": "a100"}),
+        (validate.SbatchOptions(), "mail-type=END,FAIL", {"mail-type": "END,FAIL"}),
     ],
 )
 def test_rules_accept(rule, value, expected):
@@ -41,7 +53,14 @@ def test_rules_accept(rule, value, expected):
     + [(validate.SEED, value) for value in ("-1", "1e30", 2**63)]
     + [(validate.Device(), value) for value in ("gpu", "cuda:x", "", 0)]
     + [(validate.Text(), value) for value in ("", " ", "a\nb", 3, Path("a"))]
-    + [(validate.InPath(), value) for value in ("", Path("a\nb"), 3)],
+    + [(validate.InPath(), value) for value in ("", Path("a\nb"), 3)]
+    + [(validate.SlurmTime(), value) for value in ("0", "0:30:x", "1:2:3:4", "-5", "", True, 1.5)]
+    + [(validate.SlurmTime(), value) for value in ("400-00:00:00", "1:00:00:00", "0:00")]
+    + [(validate.SlurmMemory(), value) for value in ("64GB", "0", "1.5G", "", "-1G", True)]
+    + [
+        (validate.SbatchOptions(), value)
+        for value in (["time=5"], ["array=0-3"], ["signal=USR1@60"], ["=x"], ["qos="], [3], 3)
+    ],
 )
 def test_rules_refuse(rule, value):
     with pytest.raises(InputError, match="--x"):
@@ -184,6 +203,10 @@ SWEEP = {
         {"eval": {"people": 0}},
         {"eval": {"foo": 1}},
         {"colour": "red"},
+        {"gpus_per_point": 0},
+        {"gpus_per_point": 1.5},
+        {"gpus_per_point": None},
+        {"gpus_per_point": [2]},
     ],
     ids=str,
 )
@@ -211,3 +234,35 @@ def test_a_refused_config_leaves_the_folder_free_for_the_right_one(tmp_path):
     config.write_text(yaml.safe_dump(SWEEP))
     assert len(sweep.points(sweep.load_config(config))) == 1
     assert not (tmp_path / "s").exists()
+
+
+SLURM_LINES = [
+    ["--partition", "gpu"],  # a Slurm option without --launcher slurm
+    ["--no-wait"],
+    ["--launcher", "slurm"],  # no --time
+    ["--launcher", "slurm", "--time", "0"],
+    ["--launcher", "slurm", "--time", "5", "--mem", "lots"],
+    ["--launcher", "slurm", "--time", "5", "--gpus-per-job", "-1"],
+    ["--launcher", "slurm", "--time", "5", "--max-jobs", "0"],
+    ["--launcher", "slurm", "--time", "5", "--sbatch", "partition=gpu"],
+    ["--launcher", "slurm", "--time", "1", "--signal-delay", "60"],
+    ["--launcher", "slurm", "--time", "5", "--device", "cpu", "--gpus-per-job", "1"],
+    ["--launcher", "cloud"],
+]
+
+
+@pytest.mark.parametrize("line", SLURM_LINES, ids=" ".join)
+def test_bad_slurm_options(tmp_path, line):
+    """Refused before anything is written, Slurm there or not."""
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump(SWEEP))
+    refused(tmp_path, "sweep", config, "--out", tmp_path / "s", *line)
+    assert not (tmp_path / "s").exists()
+
+
+def test_gpus_per_job_must_hold_whole_points(tmp_path):
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump({**SWEEP, "train": {}, "gpus_per_point": 2}))
+    line = ["--launcher", "slurm", "--time", "5", "--gpus-per-job", "3"]
+    err = refused(tmp_path, "sweep", config, "--out", tmp_path / "s", *line)
+    assert "multiple of gpus_per_point" in err
