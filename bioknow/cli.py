@@ -907,3 +907,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("bioknow: interrupted; nothing was left half-written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout has gone (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a command ended by SIGPIPE

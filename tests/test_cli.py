@@ -46,3 +46,15 @@ def test_info_answers_in_text_or_in_one_json_object(tiny, folder):
     status, out, _ = run_cli("info", tiny / folder, "--verify", "--json")
     (line,) = out.splitlines()
     assert status == 0 and json.loads(line)["verified"]["files"] > 1
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tiny):
+    """`bioknow info RUN --json | head -c 1`: no traceback when the pipe closes."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "bioknow", "info", str(tiny / "run"), "--json"]
+    writer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    writer.stdout.close()  # the reader has gone before the first line
+    stderr = writer.stderr.read().decode()
+    assert writer.wait() == 141 and stderr == "", stderr
