@@ -133,17 +133,12 @@ def greedy_answers(model, table: qa.QATable, items) -> list[bool]:
 
 
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory):
+def stored(tmp_path_factory, one_torch_thread):
     """bioD(24 people, 2 attributes of one chunk): a gpt2-1-2 that stores all of it."""
     root = tmp_path_factory.mktemp("stored")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert run_cli(*TINY_DATA, "--out", root / "data")[0] == 0
-        args = ["--model", "gpt2-1-2", "--exposures", 300, "--batch", 1, "--lr", 3e-3]
-        assert run_cli("train", "--data", root / "data", *args, "--out", root / "run")[0] == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert run_cli(*TINY_DATA, "--out", root / "data")[0] == 0
+    args = ["--model", "gpt2-1-2", "--exposures", 300, "--batch", 1, "--lr", 3e-3]
+    assert run_cli("train", "--data", root / "data", *args, "--out", root / "run")[0] == 0
     return root
 
 
