@@ -871,22 +871,29 @@ def plot_parser(commands) -> None:
         description="Plot a sweep's runs.parquet. capacity (default): bits stored against P "
         "on log-log axes, one colour per N, lines at 1 and 2 bits per parameter and each N's "
         "maximum bits, beside R against P. exposures: R against exposures. architecture: R "
-        "against P per model family. quantized: R against P per quantization setting.",
+        "against P per model family. quantized: R against P per quantization setting. "
+        "memorization: random sequences' memorized bits against dataset bits per model, "
+        "with each model's plateau (Morris et al. 2025, Figure 1).",
     )
     p.add_argument("dir", help="sweep folder (holding runs.parquet)")
     p.add_argument("--out", required=True, help="figure file to write: .png, .pdf or .svg")
     p.add_argument(
-        "--kind", default="capacity", choices=["capacity", "exposures", "architecture", "quantized"]
+        "--kind",
+        default="capacity",
+        choices=["capacity", "exposures", "architecture", "quantized", "memorization"],
     )
     p.add_argument("--dpi", default=150, help="resolution, 50 to 1200")
     outputs(p, "print a JSON summary")
 
 
 def cmd_plot(args) -> int:
-    from bioknow import plot
+    from bioknow import plot, plot_memorization
 
     try:
-        path = plot.plot(args.dir, args.out, kind=args.kind, dpi=args.dpi)
+        if args.kind == "memorization":
+            path = plot_memorization.plot(args.dir, args.out, dpi=args.dpi)
+        else:
+            path = plot.plot(args.dir, args.out, kind=args.kind, dpi=args.dpi)
     except plot.NothingToCompare as e:
         print(f"bioknow: warning: {e}", file=sys.stderr)
         return 0
