@@ -6,7 +6,9 @@ biography) from position 0 (SPEC section 5): p1 sums the losses of the name's to
 p2 those of the six knowledge values (gender: the first pronoun token; the work city is
 reported apart). Accuracy is greedy decoding of each value after the text before it,
 exact match: since greedy decoding reproduces a value exactly when every next-token
-argmax along it is the value's token, one teacher-forced pass decides it.
+argmax along it is the value's token, one teacher-forced pass decides it. Random
+sequences are scored the same way, their symbols' losses becoming memorized bits
+(`bioknow.memorization`).
 """
 
 import math

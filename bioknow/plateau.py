@@ -6,22 +6,23 @@ Each run of a model gives a point (H, m): the bits of its dataset, H = N S log2 
 `bioknow.memorization`). Below capacity m follows H; once the data hold more than the
 model can, m stops growing: Morris et al. read a model's capacity from that plateau.
 
-bioknow reads it as the mean of m over the points past the knee: those whose dataset
-holds at least twice what the model memorized of it (H >= 2 m), where the model is full
-rather than short of data. The mean, not the maximum over all points: the maximum picks
-the largest noise and has no interval, the mean uses every point on the plateau. Its 95%
-interval is a bootstrap over those points (with one point: that point's own evaluation
-interval where its evaluation was a sample, else none); the maximum over all points is
-reported beside it. A model none of whose points is past the knee has no estimate (its
-largest dataset was too small), and says so. Bits per parameter are given against P
-(Part 3.3's count) and against all parameters (`P_total`).
+bioknow reads it as the mean of m over the points past the knee: those whose dataset is
+larger than that of every point where the model memorized more than half of its dataset
+(H < 2 m), so that the model is full rather than short of data (a small dataset the model
+has not learnt, m <= 0 say, is not mistaken for a plateau). The mean, not the maximum
+over all points: the maximum picks the largest noise and has no interval, the mean uses
+every point on the plateau. Its 95% interval is a bootstrap over those points (with one
+point: that point's own evaluation interval where its evaluation was a sample, else
+none); the maximum over all points is reported beside it. A model none of whose points is
+past the knee has no estimate (its largest dataset was too small), and says so. Bits per
+parameter are given against P (Part 3.3's count) and against all parameters (`P_total`).
 """
 
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-KNEE = 2.0  # a point is past the knee when its dataset holds >= KNEE x the bits memorized
+KNEE = 2.0  # a point holding less than KNEE x the bits memorized of it is below the knee
 BOOTSTRAP = 1000
 SERIES = ("model", "exposures", "length", "symbols")  # the points of one plateau
 
@@ -39,7 +40,8 @@ def capacity(points: list[dict], seed: int = 0) -> dict:
         return {"points": 0, "capacity": None, "message": "no point with finite bits"}
     bits = np.array([p["bits"] for p in usable], dtype=float)
     dataset = np.array([p["bits_max"] for p in usable], dtype=float)
-    past = dataset >= KNEE * bits
+    below = dataset < KNEE * bits
+    past = dataset > dataset[below].max() if below.any() else np.ones(len(bits), dtype=bool)
     out = {
         "points": len(usable),
         "saturated": int(past.sum()),
@@ -49,7 +51,10 @@ def capacity(points: list[dict], seed: int = 0) -> dict:
     }
     if not past.any():
         largest = float(dataset.max())
-        message = f"no point past the knee (dataset >= {KNEE:g} x memorized); largest {largest:.4g}"
+        message = (
+            f"no point past the knee: even the largest dataset ({largest:.4g} bits) holds "
+            f"less than {KNEE:g} x what the model memorized of it"
+        )
         return {**out, "capacity": None, "interval": None, "message": message}
     level = float(bits[past].mean())
     if past.sum() > 1:
@@ -101,8 +106,9 @@ def report_lines(fits: list[dict]) -> list[str]:
         "",
         "## Memorization capacity (random sequences; Morris et al. 2025)",
         "",
-        f"Capacity: mean memorized bits over the points past the knee (dataset >= {KNEE:g} x",
-        "memorized), 95% bootstrap interval over those points; max: the largest over all.",
+        "Capacity: mean memorized bits over the points past the knee (datasets larger than",
+        f"any where the model memorized more than 1/{KNEE:g} of them), 95% bootstrap interval",
+        "over those points; max: the largest over all points.",
         "",
         "| model | exposures | S | V | points (past knee) | capacity [95%] | bits/P [95%] "
         "| bits/P_total | max |",

@@ -116,8 +116,9 @@ def figure(rows: list[dict]) -> Figure:
     ]
     ax.legend(
         handles + [k[0] for k in keys], labels + [k[1] for k in keys], fontsize=8,
-        loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0,
+        loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False,
     )  # fmt: skip
+    fig.set_size_inches(8, 5.2 + 0.17 * (len(handles) + len(keys)))
     lengths = sorted({(r.get("length"), r.get("symbols")) for r in rows})
     shape = " / ".join(f"S = {s}, V = {v}" for s, v in lengths)
     fig.suptitle(f"Memorization of random sequences\n{shape}", fontsize=12)

@@ -55,6 +55,8 @@ def test_manifest_tokenizer_and_sequences(built):
         assert ids == [vocab[f"<|t{s}|>"] for s in row["symbols"]] and len(ids) == S
         unit = ds.table.assemble([row["sequence"]]).tokens.tolist()
         assert unit == [vocab["<|endoftext|>"], *ids]
+        decoded = ds.tokenizer.decode(unit, skip_special_tokens=False)
+        assert decoded == "<|endoftext|>" + row["text"]
     assert {s for r in rows for s in r["symbols"]} <= set(range(V))
 
 
@@ -196,6 +198,8 @@ def test_plateau_is_the_mean_past_the_knee():
     assert 400.0 <= fit["interval"][0] <= 410.0 <= fit["interval"][1] <= 420.0
     short = plateau.capacity(points[:1])
     assert short["capacity"] is None and "no point past the knee" in short["message"]
+    unlearnt = plateau.capacity([{**points[0], "bits_max": 50.0, "bits": -3.0}, *points])
+    assert unlearnt["saturated"] == 3 and unlearnt["capacity"] == pytest.approx(410.0)
     one = plateau.capacity([{**points[1], "bits_ci95_low": 390.0, "bits_ci95_high": 405.0}])
     assert one["capacity"] == 400.0 and one["interval"] == [390.0, 405.0]
 

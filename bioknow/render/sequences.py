@@ -28,7 +28,7 @@ from functools import cached_property
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tokenizers import Tokenizer, models
+from tokenizers import Tokenizer, decoders, models
 
 from bioknow import keyed, validate
 from bioknow import tokenizer as bpe
@@ -99,12 +99,14 @@ def max_bits(n: int, params: RandomParams) -> dict[str, float]:
 
 def tokenizer(params: RandomParams) -> Tokenizer:
     """End-of-text and the V symbols as single tokens (ids 0..V), padded with unused
-    special tokens to a multiple of 64. Deterministic."""
+    special tokens to a multiple of 64; decoding joins the tokens without spaces, so a
+    decoded text tokenizes back to the same ids. Deterministic."""
     texts = symbol_texts(params.symbols)
     vocab = {bpe.EOT: 0, **{s: i + 1 for i, s in enumerate(texts)}}
     tok = Tokenizer(models.WordLevel(vocab))
     tok.add_special_tokens([bpe.EOT])
     tok.add_tokens(texts)  # matched before the (absent) pre-tokenizer: every symbol a token
+    tok.decoder = decoders.Fuse()  # ids decode to the text, without spaces between symbols
     return bpe.with_special(tok, [])
 
 
