@@ -14,6 +14,7 @@ prints as JSON.
     write_corpus(dataset, exposures, out, ...)  the training stream as shards
     run_sweep(config, out, ...)                a grid of runs; its results rows
     plot_sweep(sweep, out, kind="capacity")    a Figure-1 style figure of a sweep
+    plot_memorization(sweep, out)              memorized bits against dataset bits (random)
     fit_sweep(sweep, metric=None, against=None)  scaling-law fits of a sweep
     run_info(run)                              what a run folder holds
 
@@ -37,6 +38,7 @@ API = {
     "write_corpus": ("bioknow.corpus", "write_corpus"),
     "run_sweep": ("bioknow.sweep", "run_sweep"),
     "plot_sweep": ("bioknow.plot", "plot"),
+    "plot_memorization": ("bioknow.plot_memorization", "plot"),
     "fit_sweep": ("bioknow.fit", "fit_all"),
     "run_info": ("bioknow.runfolder", "info"),
 }

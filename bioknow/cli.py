@@ -74,7 +74,28 @@ def checksums(verified: dict | None) -> list[str]:
     return [f"  checksums    all match ({verified['files']} files)"] if verified else []
 
 
+def random_summary(manifest: dict, where: str, verified: dict | None = None) -> str:
+    """What a random dataset holds: N sequences of S symbols over V, their bits."""
+    p, tok = manifest["random"], manifest["tokenizer"]
+    size = sum(f["bytes"] for f in manifest["files"].values())
+    return "\n".join(
+        [
+            f"random(N={manifest['n']:,}), seed {manifest['seed']}: {where}",
+            f"  sequences    {manifest['n']:,} of S = {p['length']} symbols drawn uniformly "
+            f"from V = {p['symbols']:,}: {manifest['bits_per_sequence']:,.2f} bits each",
+            f"  bits         {manifest['knowledge_bits']['total']:,.0f} in all (N S log2 V)",
+            f"  tokenizer    {tok['source']}: {tok['vocab_size']:,} tokens "
+            f"(padded {tok['padded_vocab_size']:,}), {tok['used_ids']:,} used by the corpus",
+            f"  tokens       {tok['tokens_per_exposure']:.0f} per exposure (end-of-text + S)",
+            f"  files        {len(manifest['files'])} ({size / 1e6:.1f} MB)",
+            *checksums(verified),
+        ]
+    )
+
+
 def dataset_summary(manifest: dict, where: str, verified: dict | None = None) -> str:
+    if manifest["variant"] == "random":
+        return random_summary(manifest, where, verified)
     bits = manifest["knowledge_bits"]
     shown = manifest["renderings"]
     tok = manifest["tokenizer"]
@@ -106,7 +127,8 @@ def generate_parser(commands) -> None:
         help="write a synthetic biography dataset folder",
         description="Generate N made-up people and their biographies (Part 3.3, Sec. 2; bioS "
         "as in Part 3.1). bioS renders a fresh biography at every exposure (a sample is "
-        "stored for inspection); bioS-simple stores one fixed rendering per person.",
+        "stored for inspection); bioS-simple stores one fixed rendering per person. random: "
+        "N sequences of S uniformly random symbols (Morris et al. 2025, arXiv 2505.24832).",
     )
     p.add_argument("variant", choices=list(dataset.VARIANTS), help="dataset variant")
     p.add_argument("--n", required=True, help="number of people, e.g. 1e5")
@@ -145,6 +167,8 @@ def generate_parser(commands) -> None:
         ("t", "alphabet size T"),
     ):
         p.add_argument(f"--{letter}", help=f"bioD: {meaning}")
+    p.add_argument("--length", help="random: symbols per sequence S (at most 511)")
+    p.add_argument("--symbols", help="random: alphabet size V (new single tokens)")
     p.add_argument(
         "--renderings",
         default=40,
@@ -169,6 +193,7 @@ def cmd_generate(args) -> int:
         fields_dir=args.fields,
         biod=biod or None,
         **options(args, "tokenizer", "renderings", "rewriter", "vocab_size", "sample"),
+        **options(args, *dataset.RANDOM_KEYS),
         overwrite=args.overwrite,
         progress=True,
     )
@@ -449,14 +474,50 @@ def train_summary(config: dict, state: dict, out: str) -> str:
 # eval
 
 
-def bits_table(report: dict) -> str:
-    """The evaluation report for people: bits, R against Rmax, per-attribute figures."""
+def report_head(report: dict) -> str:
+    """Which model on which data, and which of its steps, was evaluated."""
     who = report.get("model") or report.get("hf_model")
     head = f"{who} on {report['variant']}(N={report['N']:,})"
     if "step" in report:
         head += f", {report['exposures']} exposures, step {report['step']:,} of {report['steps']:,}"
+    return head + f": {people_evaluated(report)} evaluated"
+
+
+def memorization_table(report: dict) -> str:
+    """The memorization report of random sequences (Morris et al. 2025) for people."""
+
+    def ci(name: str, digits: int = 0) -> str:
+        span = report.get(f"{name}_ci95")
+        return f" (95% CI {span[0]:,.{digits}f} .. {span[1]:,.{digits}f})" if span else ""
+
     lines = [
-        head + f": {people_evaluated(report)} evaluated",
+        report_head(report),
+        f"  P            {report['P']:,} (total {report['P_total']:,}, "
+        f"non-embedding {report['P_nonembedding']:,})",
+        f"  sequences    S = {report['length']} symbols over V = {report['symbols']:,}: "
+        f"loss {report['loss_per_token']:.4f} nats per symbol",
+        f"  memorized    {report['bits']:,.0f} bits of {report['bits_max']:,.0f}{ci('bits')}; "
+        f"each sequence clamped at 0: {report['bits_clamped']:,.0f}{ci('bits_clamped')}",
+        f"  per param    {report['R']:.4f} of P (clamped {report['R_clamped']:.4f}), "
+        f"{report['R_total']:.4f} of all parameters (clamped {report['R_clamped_total']:.4f})",
+        f"  exact        {report['exact']:.4f} of sequences reproduced by greedy decoding "
+        f"from their first {report['prompt']} symbol(s)" + ci("exact", 4),
+    ]
+    if report.get("quantize", "none") != "none":
+        lines.append(
+            f"  {report['quantize']} ({report['method']}): R {report['before']['R']:.4f} "
+            f"before -> {report['R']:.4f} after"
+        )
+    where = Path(report["run"]) / report["report"] if "run" in report else report["report"]
+    return "\n".join([*lines, f"  report       {where}"])
+
+
+def bits_table(report: dict) -> str:
+    """The evaluation report for people: bits, R against Rmax, per-attribute figures."""
+    if report["variant"] == "random":
+        return memorization_table(report)
+    lines = [
+        report_head(report),
         f"  P            {report['P']:,} (total {report['P_total']:,}, "
         f"non-embedding {report['P_nonembedding']:,})",
         f"  p1, p2{', p3' if 'p3' in report else '    '}   "
@@ -810,22 +871,29 @@ def plot_parser(commands) -> None:
         description="Plot a sweep's runs.parquet. capacity (default): bits stored against P "
         "on log-log axes, one colour per N, lines at 1 and 2 bits per parameter and each N's "
         "maximum bits, beside R against P. exposures: R against exposures. architecture: R "
-        "against P per model family. quantized: R against P per quantization setting.",
+        "against P per model family. quantized: R against P per quantization setting. "
+        "memorization: random sequences' memorized bits against dataset bits per model, "
+        "with each model's plateau (Morris et al. 2025, Figure 1).",
     )
     p.add_argument("dir", help="sweep folder (holding runs.parquet)")
     p.add_argument("--out", required=True, help="figure file to write: .png, .pdf or .svg")
     p.add_argument(
-        "--kind", default="capacity", choices=["capacity", "exposures", "architecture", "quantized"]
+        "--kind",
+        default="capacity",
+        choices=["capacity", "exposures", "architecture", "quantized", "memorization"],
     )
     p.add_argument("--dpi", default=150, help="resolution, 50 to 1200")
     outputs(p, "print a JSON summary")
 
 
 def cmd_plot(args) -> int:
-    from bioknow import plot
+    from bioknow import plot, plot_memorization
 
     try:
-        path = plot.plot(args.dir, args.out, kind=args.kind, dpi=args.dpi)
+        if args.kind == "memorization":
+            path = plot_memorization.plot(args.dir, args.out, dpi=args.dpi)
+        else:
+            path = plot.plot(args.dir, args.out, kind=args.kind, dpi=args.dpi)
     except plot.NothingToCompare as e:
         print(f"bioknow: warning: {e}", file=sys.stderr)
         return 0

@@ -36,8 +36,10 @@ from bioknow.population import Population, check_size
 from bioknow.progress import Progress
 from bioknow.render import Rendering, bior, render_people
 from bioknow.render import biod as biod_module
+from bioknow.render import sequences as sequences_module
 from bioknow.render import stored as stored_module
 from bioknow.render.biod import BioDTable
+from bioknow.render.sequences import RandomParams, RandomTable, Sequences
 from bioknow.render.stored import StoredTable
 from bioknow.render.tokens import FragmentTable
 
@@ -48,9 +50,11 @@ VARIANTS = {
     "bioS-simple": "one fixed rendering per person",
     "bioD": "online: a fresh attribute order at every exposure",
     "bioR-style": "fixed natural renderings per person, used in turn",
+    "random": "fixed sequences of uniformly random symbols (Morris et al. 2025)",
 }
 ONLINE = {"bioS", "bioD", "bioR-style"}  # variants whose rendering changes between exposures
 BIOD_KEYS = ("k", "c", "d", "l", "t")
+RANDOM_KEYS = ("length", "symbols")
 SHARD_ROWS = 100_000
 DEFAULT_SAMPLE = 1000
 CHECKED_RENDERINGS = 1000  # renderings on which generate checks the tokenizer invariant
@@ -259,10 +263,20 @@ def token_stats(table: FragmentTable, online: bool) -> dict:
 
 def check_arguments(variant: str, args: dict, biod: dict | None, rewriter) -> tuple[dict, object]:
     """generate's arguments checked (n, seed, out, sample, renderings, vocab_size; bioD's
-    K, C, D, L, T), with the memory and disk they need, before anything is written; the
-    checked values and bioD's parameters (or None)."""
+    K, C, D, L, T; random's length and symbols), with the memory and disk they need, before
+    anything is written; the checked values and bioD's or random's parameters (or None)."""
     parse_variant(variant)
     checked = validate.check(validate.GENERATE, args)
+    given = [k for k in RANDOM_KEYS if checked.get(k) is not None]
+    if variant == "random":
+        if biod or rewriter or len(given) < 2 or checked.get("vocab_size") is not None:
+            raise InputError("random takes --length and --symbols (no bioD, bioR or BPE options)")
+        params = RandomParams(checked["length"], checked["symbols"])
+        params.check()
+        sequences_module.check_resources(checked["n"], params, checked.get("out") or ".")
+        return checked, params
+    if given:
+        raise InputError("--length and --symbols belong to random")
     params = None
     if variant == "bioD":
         if sorted(biod or {}) != sorted(BIOD_KEYS):
@@ -297,15 +311,23 @@ def generate(
     renderings: int = bior.RENDERINGS,
     rewriter: str | None = None,
     vocab_size: int | None = None,
+    length: int | None = None,
+    symbols: int | None = None,
 ) -> dict:
     """Build the dataset folder `out` and return its manifest. Every input is checked
     before anything is written. `tokenizer`: a name or path; by default the default
     byte-level BPE is trained on the fields (bioD adds its T alphabet tokens). `biod`:
     bioD's K, C, D, L, T as {"k", "c", "d", "l", "t"}. bioR-style: `renderings` per person
     (at most 40), optionally rewritten by a local transformers model (`rewriter`).
-    `vocab_size`: the default BPE's size (default 4096)."""
+    `vocab_size`: the default BPE's size (default 4096). random: `length` S and
+    `symbols` V (`bioknow.render.sequences`)."""
     args = dict(n=n, seed=seed, out=out, sample=sample, renderings=renderings)
-    checked, params = check_arguments(variant, {**args, "vocab_size": vocab_size}, biod, rewriter)
+    args.update(vocab_size=vocab_size, length=length, symbols=symbols)
+    checked, params = check_arguments(variant, args, biod, rewriter)
+    if variant == "random":
+        if fields_dir is not None or tokenizer:
+            raise InputError("random data has no fields and its own tokenizer")
+        return generate_random(checked["n"], checked["seed"], params, out, overwrite, progress)
     n, seed, sample, renderings = (checked[k] for k in ("n", "seed", "sample", "renderings"))
     vocab_size = checked["vocab_size"]
     stored = n if variant in ("bioS-simple", "bioR-style") else min(sample, n)
@@ -384,6 +406,42 @@ def generate(
             "versions": versions(),
         }
         atomic.write_bytes(tmp / "README.md", dataset_card(manifest).encode())
+        manifest["files"] = {
+            p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": atomic.sha256(p)}
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file()
+        }
+        atomic.write_json(tmp / "manifest.json", manifest)
+        integrity.seal_manifest(tmp)
+    return manifest
+
+
+def generate_random(
+    n: int, seed: int, params: RandomParams, out, overwrite: bool, progress: bool
+) -> dict:
+    """Build a random dataset folder (`bioknow.render.sequences`): its tokenizer, every
+    sequence in sequences.parquet, the dataset card and the manifest; the manifest."""
+    tok = sequences_module.tokenizer(params)
+    table = RandomTable(Sequences(seed, n), tok, params)
+    out = Path(out)
+    atomic.recover(out)
+    atomic.check_target(out, overwrite, "manifest.json")
+    with atomic.new_dir(out, overwrite) as tmp:
+        atomic.write_bytes(tmp / "tokenizer.json", tok.to_str().encode())
+        sequences_module.write_sequences(table, tmp / "sequences.parquet", progress)
+        manifest = {
+            "format": FORMAT,
+            "variant": "random",
+            "n": n,
+            "seed": seed,
+            "random": params.as_dict(),
+            "bits_per_sequence": params.bits_per_sequence,
+            "knowledge_bits": sequences_module.max_bits(n, params),
+            "renderings": {"kind": VARIANTS["random"], "stored": n, "shards": []},
+            "tokenizer": {"source": "end-of-text and the symbols", **token_stats(table, False)},
+            "versions": versions(),
+        }
+        atomic.write_bytes(tmp / "README.md", sequences_module.dataset_card(manifest).encode())
         manifest["files"] = {
             p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": atomic.sha256(p)}
             for p in sorted(tmp.rglob("*"))
@@ -481,8 +539,8 @@ class Dataset:
 
     path: Path
     manifest: dict
-    fields: Fields
-    population: Population
+    fields: Fields | None  # None: random data (no names, no fields)
+    population: Population | Sequences
     tokenizer: Tokenizer
 
     @property
@@ -492,6 +550,9 @@ class Dataset:
 
     @cached_property
     def table(self) -> FragmentTable:
+        if self.manifest["variant"] == "random":
+            params = RandomParams(**self.manifest["random"])
+            return RandomTable(self.population, self.tokenizer, params)
         if self.manifest["variant"] == "bioR-style":
             per_person = self.manifest["renderings_per_person"]
             check_files(self.path, self.manifest, stored_module.FILES)
@@ -507,7 +568,10 @@ def open_dataset(folder) -> Dataset:
     manifest = read_manifest(folder)
     used = [r for r in manifest["files"] if r.startswith("fields/") or r == "tokenizer.json"]
     check_files(folder, manifest, used)
+    tok = tokenizers.load(str(Path(folder) / "tokenizer.json"))
+    if manifest["variant"] == "random":
+        sequences = Sequences(manifest["seed"], manifest["n"])
+        return Dataset(Path(folder), manifest, None, sequences, tok)
     fields = fields_module.load(Path(folder) / "fields")
     population = Population.build(fields, manifest["seed"], manifest["n"])
-    tok = tokenizers.load(str(Path(folder) / "tokenizer.json"))
     return Dataset(Path(folder), manifest, fields, population, tok)

@@ -6,7 +6,9 @@ biography) from position 0 (SPEC section 5): p1 sums the losses of the name's to
 p2 those of the six knowledge values (gender: the first pronoun token; the work city is
 reported apart). Accuracy is greedy decoding of each value after the text before it,
 exact match: since greedy decoding reproduces a value exactly when every next-token
-argmax along it is the value's token, one teacher-forced pass decides it.
+argmax along it is the value's token, one teacher-forced pass decides it. Random
+sequences are scored the same way, their symbols' losses becoming memorized bits
+(`bioknow.memorization`).
 """
 
 import math
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bioknow import atomic, capacity, export, integrity, track, validate
+from bioknow import atomic, capacity, export, integrity, memorization, track, validate
 from bioknow.errors import InputError
 from bioknow.fields import KNOWLEDGE
 from bioknow.progress import Progress
@@ -25,7 +27,8 @@ from bioknow.stream import EVAL_EXPOSURE, eval_batches, sample_people
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 ATTRIBUTES = (*KNOWLEDGE, "work_city")  # gender first; work city last, outside the sum
-SCORED = (*ATTRIBUTES, "chunk_first", "chunk")  # loss columns; the last two are bioD's
+# loss columns: bioS's attributes, bioD's chunks, random sequences' symbols
+SCORED = (*ATTRIBUTES, "chunk_first", "chunk", "prompt", "symbol")
 BOOTSTRAP = 1000
 
 
@@ -131,6 +134,7 @@ def biod_report(losses: dict, n: int, n0: int, biod: dict, params: dict, seed: i
     """bits, R and Rmax of bioD (Def. 4.1): p2 sums each value's C chunks, p3 its first
     chunk, both averaged over people and the K attributes."""
     k = biod["k"]
+    correct = losses["correct"][:, [SCORED.index("chunk_first"), SCORED.index("chunk")]]
     first = losses["value"][:, SCORED.index("chunk_first")]
     values = first + losses["value"][:, SCORED.index("chunk")]
     p = {
@@ -144,7 +148,7 @@ def biod_report(losses: dict, n: int, n0: int, biod: dict, params: dict, seed: i
     report["attributes"] = {
         "values": {
             "loss": float(values.mean()) / k,
-            "accuracy": float((losses["correct"][:, -2] & losses["correct"][:, -1]).mean()),
+            "accuracy": float((correct[:, 0] & correct[:, 1]).mean()),
         }
     }
 
@@ -208,6 +212,10 @@ def evaluate(
     losses = score(scorer, table or ds.table, chosen, exposure, batch, device, progress, static)
     if ds.manifest["variant"] == "bioD":
         return biod_report(losses, n, ds.fields.n0, ds.manifest["biod"], params, seed)
+    if ds.manifest["variant"] == "random":
+        columns = [SCORED.index("prompt"), SCORED.index("symbol")]
+        loss, exact = losses["value"][:, columns].sum(1), losses["correct"][:, columns[1]]
+        return memorization.report(loss, exact, n, ds.manifest["random"], params, seed)
     cardinality = {a: ds.fields.cardinality(a) for a in KNOWLEDGE}
     return bios_report(losses, n, ds.fields.n0, cardinality, params, seed)
 

@@ -5,7 +5,9 @@ Forms:
 - power law y = a x^b, and with an offset y = c + a x^b;
 - Kaplan et al. (2001.08361): L(N) = (Nc/N)^aN and L(N, S) = (Nc/N)^aN + (Sc/S)^aS;
 - Chinchilla (Hoffmann et al. 2022, refitted as Besiroglu et al. 2404.10102 do):
-  L(N, D) = E + A/N^alpha + B/D^beta.
+  L(N, D) = E + A/N^alpha + B/D^beta;
+- memorization capacity of random-sequence runs: each model's plateau of memorized bits
+  against dataset bits (Morris et al. 2025; `bioknow.plateau`).
 
 The nonlinear forms are fitted in log space: the log of the prediction, written as a
 log-sum-exp of its terms, minus the log of the observation, minimized by L-BFGS-B from
@@ -34,7 +36,7 @@ from scipy.optimize import minimize, minimize_scalar
 from scipy.special import huber
 from threadpoolctl import threadpool_limits
 
-from bioknow import atomic
+from bioknow import atomic, plateau
 from bioknow.errors import InputError
 
 Table = Mapping[str, Sequence] | pa.Table  # columns, as pyarrow's Table.to_pydict() gives
@@ -681,6 +683,7 @@ def fit_all(sweep_dir: Path, metric: str | None = None, against: str | None = No
         },
         "kaplan": kaplan_fits,
         "chinchilla": chinchilla_fits,
+        "memorization": plateau.capacities(df),
     }
     result = _plain(result)
     atomic.write_bytes(sweep_dir / "report.md", _report(result).encode())
@@ -752,4 +755,5 @@ def _report(result: dict) -> str:
     lines += ["", "## Chinchilla, Epoch AI's refit (final_loss; D = tokens)", ""]
     for column, fit in result["chinchilla"].items():
         lines.append(f"- N = {column}: {fit['form']}: {_summary(fit)}")
+    lines += plateau.report_lines(result.get("memorization", []))
     return "\n".join(lines) + "\n"

@@ -42,6 +42,8 @@ from bioknow.model import ModelConfig
 from bioknow.progress import Progress
 
 DATASET_KEYS = {"variant", "n", "seed", "k", "c", "d", "l", "t", "renderings", "vocab_size"}
+DATASET_KEYS |= set(dataset.RANDOM_KEYS)  # random: length, symbols
+GENERATE_EXTRA = ("renderings", "vocab_size", *dataset.RANDOM_KEYS)  # generate's own keywords
 RECIPE_KEYS = {"lr", "wd", "batch", "warmup"}
 TOP_KEYS = {
     "datasets",
@@ -134,7 +136,7 @@ def _dataset(spec: dict) -> dict:
     rules = {**validate.GENERATE, "variant": validate.Choice(tuple(dataset.VARIANTS))}
     data = {k: _value(rules[k], v, f"datasets.{k}") for k, v in spec.items()}
     biod = {k: data[k] for k in dataset.BIOD_KEYS if k in data} or None
-    args = {k: data[k] for k in ("n", "seed", "renderings", "vocab_size") if k in data}
+    args = {k: data[k] for k in ("n", "seed", *GENERATE_EXTRA) if k in data}
     dataset.check_arguments(data["variant"], {**args, "sample": 0}, biod, None)
     return data
 
@@ -624,7 +626,7 @@ def run_sweep(
         data_id, data = spec
         if not (sweep / "data" / data_id / "manifest.json").is_file():
             biod = {k: data[k] for k in dataset.BIOD_KEYS if k in data} or None
-            extra = {k: data[k] for k in ("renderings", "vocab_size") if k in data}
+            extra = {k: data[k] for k in GENERATE_EXTRA if k in data}
             dataset.generate(
                 data["variant"],
                 data["n"],

@@ -146,6 +146,8 @@ def resolve_config(
     if rec.batch % world:
         raise InputError(f"batch {rec.batch} must be divisible by {world} ranks")
     fraction, junk_n = options.get("junk_fraction") or 0.0, options.get("junk_n")
+    if ds.fields is None and (fraction or junk_n or options.get("useful_prefix") is not None):
+        raise InputError("random data takes no junk mixture and no --useful-prefix")
     if not 0 <= fraction < 1:
         raise InputError(f"--junk-fraction must be in [0, 1), got {fraction}")
     if fraction and not (junk_n and 1 <= junk_n <= ds.fields.n0):

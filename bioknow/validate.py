@@ -279,6 +279,8 @@ GENERATE = {
     "d": Number(1, 10**15),
     "l": Number(1, N0),
     "t": Number(1, MAX_T),
+    "length": Number(1, 511),  # random: symbols per sequence, a unit within one window
+    "symbols": Number(2, MAX_T),  # random: alphabet size
     "fields": InPath(),
     "tokenizer": InPath(),
     "rewriter": InPath(),

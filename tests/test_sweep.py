@@ -146,7 +146,7 @@ def test_plot_kinds_match_the_cli():
 
     kinds = cli.build_parser()._subparsers._group_actions[0].choices["plot"]
     choices = next(a.choices for a in kinds._actions if a.dest == "kind")
-    assert tuple(choices) == plot.KINDS
+    assert tuple(choices) == (*plot.KINDS, "memorization")  # bioknow.plot_memorization
 
 
 CAPACITY = Path(__file__).resolve().parent.parent / "scripts" / "capacity-cpu.yaml"

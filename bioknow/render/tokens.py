@@ -25,8 +25,9 @@ from bioknow.render import junctions
 from bioknow.render.bios import choices, render_people
 from bioknow.tokenizer import encode, eot_id
 
-# label id = index; bioD values: "chunk_first" (a value's first chunk), "chunk" (the others)
-LABELS = ("other", "name", "gender", *SENTENCES, "chunk_first", "chunk")
+# label id = index; bioD values: "chunk_first" (a value's first chunk), "chunk" (the others);
+# random sequences (`bioknow.render.sequences`): "prompt" (its first symbols), "symbol" (the rest)
+LABELS = ("other", "name", "gender", *SENTENCES, "chunk_first", "chunk", "prompt", "symbol")
 LABEL = {name: i for i, name in enumerate(LABELS)}
 
 # Slot columns of a person's slot table; a program refers to column c as -(c + 1).
