@@ -1,5 +1,6 @@
 """The run folder: checkpoints, the final weights, metrics, and their checks.
 
+    RUN/bioknow-folder.json               what the folder is: a run (`bioknow.ownership`)
     RUN/config.json                       model, recipe and data, resolved
     RUN/integrity.json                    size and SHA-256 of every file below but metrics
     RUN/lock                              the pid of the process writing the run

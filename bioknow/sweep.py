@@ -1,6 +1,7 @@
 """Sweeps: a grid of datasets x models x exposures x recipes x seeds, trained and evaluated.
 
     DIR/sweep.json           the resolved grid (what each point is)
+    DIR/bioknow-folder.json  what the folder is: a sweep (`bioknow.ownership`)
     DIR/data/ID/             datasets, shared by the runs that use them
     DIR/runs/ID/             one run folder per point (train, eval*.json, probe*.json)
     DIR/logs/ID.log          what the point's commands printed
@@ -35,7 +36,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import yaml
 
-from bioknow import atomic, dataset, integrity, process, runfolder, track, validate
+from bioknow import atomic, dataset, integrity, ownership, process, runfolder, track, validate
 from bioknow.errors import InputError
 from bioknow.evaluate import mean_accuracy
 from bioknow.model import ModelConfig
@@ -607,6 +608,7 @@ def run_sweep(
     sweep = Path(out)
     previous = sweep / "sweep.json"
     resolved = {"config": raw, "points": [p.__dict__ for p in grid]}
+    ownership.claim(sweep, "sweep", resume=True)
     if previous.is_file():
         prior = integrity.read_json(previous)
         if not isinstance(prior, dict) or prior.get("config") != raw:
@@ -618,6 +620,8 @@ def run_sweep(
         launcher.check(config)
     for folder in ("data", "runs", "logs"):
         (sweep / folder).mkdir(parents=True, exist_ok=True)
+    if not (sweep / ownership.MARKER).is_file():
+        ownership.write_marker(sweep, "sweep")
     atomic.write_json(previous, resolved)
 
     for spec in {p.data_id: p.data for p in grid}.items():

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from bioknow import atomic, integrity, recipe, runfolder, track, validate
+from bioknow import atomic, integrity, ownership, recipe, runfolder, track, validate
 from bioknow import tokenizer as tokenizers
 from bioknow.dataset import Dataset, open_dataset, versions
 from bioknow.errors import InputError
@@ -297,14 +297,13 @@ def fresh_state() -> dict:
 
 
 def begin(run: Path, config: dict, overwrite: bool) -> None:
-    """Make the run folder (its lock held): clear an old run it replaces, write config.json
-    and start integrity.json."""
-    if any(p.name != "lock" for p in run.iterdir()):
-        if not overwrite:
-            raise InputError(f"{run}: folder exists and is not empty (use --overwrite)")
+    """Make the run folder (its lock held): clear an old run it replaces (`ownership.claim`
+    decides), write its marker and config.json, and start integrity.json."""
+    if ownership.claim(run, "run", overwrite, [config["data"]]) == "replace":
         for p in run.iterdir():
             if p.name != "lock":
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    integrity.write_run_json(run, ownership.MARKER, ownership.marker("run"))
     integrity.write_run_json(run, "config.json", config)
 
 
@@ -389,7 +388,7 @@ def train(
     elif None in (data, model_name, exposures):
         raise InputError("train needs --data, --model and --exposures (or --resume)")
     else:
-        atomic.check_target(run, overwrite, "config.json")
+        ownership.claim(run, "run", overwrite, [data])
         options = {**DEFAULTS, **{k: v for k, v in checked.items() if v is not None}}
         config, ds, stream = resolve_config(
             data, model_name, options["exposures"], options, where.device, where.world
