@@ -527,8 +527,7 @@ def eval_parser(commands) -> None:
     p.add_argument(
         "--method",
         choices=["gptq", "rtn"],
-        default="gptq",
-        help="GPTQ calibrated on 1000 biographies, or round-to-nearest",
+        help="with --quantize: GPTQ calibrated on 1000 biographies (default), or round-to-nearest",
     )
     p.add_argument(
         "--eval-batch",
@@ -553,8 +552,8 @@ def cmd_eval(args) -> int:
     if args.hf_model:
         if not args.data or args.run:
             raise InputError("--hf-model needs --data DIR and no run folder")
-        if args.quantize != "none":
-            raise InputError("--quantize goes with a run folder, not with --hf-model")
+        if args.quantize != "none" or args.method:
+            raise InputError("--quantize and --method go with a run folder, not with --hf-model")
         report = evaluate.evaluate_hf(
             args.hf_model, args.data, out=args.out, **common, progress=True
         )

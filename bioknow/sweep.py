@@ -34,9 +34,18 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import yaml
 
-from bioknow import atomic, dataset, integrity, ownership, process, runfolder, track, validate
+from bioknow import (
+    atomic,
+    configfile,
+    dataset,
+    integrity,
+    ownership,
+    process,
+    runfolder,
+    track,
+    validate,
+)
 from bioknow.errors import InputError
 from bioknow.evaluate import mean_accuracy
 from bioknow.model import ModelConfig
@@ -183,6 +192,8 @@ def check_config(config: dict) -> dict:
     for model in checked["models"]:
         ModelConfig.from_name(model, 64)  # a misspelt model fails before anything runs
     track.check(checked["train"].get("tracker"))
+    if checked["train"].get("tracker") == "wandb":
+        track.wandb_credentials()
     return checked
 
 
@@ -204,11 +215,7 @@ def load_config(path) -> dict:
     if isinstance(path, dict):
         config, path = path, "sweep config"
     else:
-        try:
-            config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            first = str(e).splitlines()[0]
-            raise InputError(f"{path}: unreadable sweep config ({first})") from None
+        config = configfile.load(path)
     if not isinstance(config, dict):
         raise InputError(f"{path}: a sweep config is a mapping (datasets, models, exposures, ...)")
     unknown = set(config) - TOP_KEYS
@@ -282,6 +289,25 @@ def cost(point: Point) -> float:
     first."""
     flops = ModelConfig.from_name(point.model, 64).flops_per_token()
     return float(point.data["n"]) * point.exposures * flops
+
+
+def fits_memory(grid: list[Point], config: dict, env: dict) -> None:
+    """Train's memory check of every point, made before the sweep writes anything: its
+    model and batch per rank on the device it trains on (the config's train.device, else
+    its slot's), with the smallest vocabulary (64 rows) a dataset can give it."""
+    from bioknow import recipe
+    from bioknow.train import check_fits
+
+    gpu = env.get("CUDA_VISIBLE_DEVICES") != ""
+    device = config["train"].get("device") or ("cuda" if gpu else "cpu")
+    for point in grid:
+        batch = point.recipe.get("batch") or recipe.default(point.data["n"], point.exposures).batch
+        try:
+            check_fits(
+                ModelConfig.from_name(point.model, 64), batch // config["gpus_per_point"], device
+            )
+        except InputError as e:
+            raise InputError(f"sweep point {point.id}: {e}") from None
 
 
 def quantize_settings(config: dict) -> list[str]:
@@ -616,6 +642,7 @@ def run_sweep(
     device = device or "auto"
     if launcher is None:
         envs = workers(sweep, config, device, int(per_gpu), int(cpu_slots))
+        fits_memory(grid, config, envs[0])
     else:
         launcher.check(config)
     for folder in ("data", "runs", "logs"):

@@ -120,9 +120,14 @@ def open_run_dataset(config: dict) -> Dataset:
 
 
 def check_memory(cfg: ModelConfig, used: int, batch_rows: int, device: torch.device) -> dict:
-    """The parameter counts of a model; a model and batch whose weights, gradients, AdamW
-    moments and logits alone would exceed the device's memory are refused with the
-    estimate, before the model is built."""
+    """The parameter counts of a model, once `check_fits` has passed."""
+    check_fits(cfg, batch_rows, device)
+    return Transformer(cfg).parameter_counts(used)
+
+
+def check_fits(cfg: ModelConfig, batch_rows: int, device) -> None:
+    """A model and batch whose weights, gradients, AdamW moments and logits alone would
+    exceed the device's memory are refused with the estimate, before the model is built."""
     experts = cfg.n_expert if cfg.mlp == "moe" else 1
     matrices = {"none": 0, "swiglu": 3}.get(cfg.mlp, 2)
     block = 2 * cfg.d_model**2 + experts * matrices * cfg.d_model * cfg.mlp_hidden
@@ -130,7 +135,6 @@ def check_memory(cfg: ModelConfig, used: int, batch_rows: int, device: torch.dev
     logits = 8 * batch_rows * WINDOW * cfg.vocab_size
     what = f"training {cfg.name} on batches of {batch_rows}"
     validate.fits_memory(16 * at_least + logits, what, str(device))
-    return Transformer(cfg).parameter_counts(used)
 
 
 def resolve_config(
