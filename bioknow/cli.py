@@ -46,11 +46,17 @@ def answer(args, result, text: Callable[[], str], status: int = 0) -> int:
     return status
 
 
-def outputs(parser: Parser, json_help: str, overwrite_help: str | None = None) -> None:
-    """The options every subcommand ends with: --overwrite (where it replaces a folder)
-    and --json."""
-    if overwrite_help:
-        parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+def outputs(parser: Parser, json_help: str, replaces: str | None = None) -> None:
+    """The options every subcommand ends with: --overwrite (where it replaces a folder of
+    the kind `replaces`) and --json."""
+    if replaces:
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            help=f"replace an existing {replaces} that bioknow made and that holds nothing "
+            f"else (never a folder of another kind, the command's own input, or a symbolic "
+            f"link)",
+        )
     parser.add_argument("--json", action="store_true", help=json_help)
 
 
@@ -111,7 +117,7 @@ def generate_parser(commands) -> None:
     p.add_argument("variant", choices=list(dataset.VARIANTS), help="dataset variant")
     p.add_argument("--n", required=True, help="number of people, e.g. 1e5")
     p.add_argument("--seed", default=0, help="random seed (default 0)")
-    p.add_argument("--out", required=True, help="output folder (must be new or empty)")
+    p.add_argument("--out", required=True, help="output folder (new or empty; see --overwrite)")
     p.add_argument(
         "--fields",
         metavar="DIR",
@@ -156,7 +162,7 @@ def generate_parser(commands) -> None:
         help="bioR-style: a local transformers "
         "causal LM that rewrites each biography (kept only if every value is there)",
     )
-    outputs(p, "print the manifest as JSON", "replace an existing dataset")
+    outputs(p, "print the manifest as JSON", "dataset")
 
 
 def cmd_generate(args) -> int:
@@ -282,10 +288,10 @@ def corpus_parser(commands) -> None:
     )
     p.add_argument("dir", help="dataset folder")
     p.add_argument("--exposures", required=True, help="exposures E")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (new, empty, or a stopped corpus)")
     p.add_argument("--format", choices=["bin", "parquet"], default="bin", help="shard format")
     p.add_argument("--seed", default=0, help="order seed (as train's --seed)")
-    outputs(p, "print the header as JSON", "replace an existing corpus")
+    outputs(p, "print the header as JSON", "corpus")
 
 
 def cmd_corpus(args) -> int:
@@ -333,7 +339,9 @@ def train_parser(commands) -> None:
         "gpt2-nomlp-L-H or gpt2-moe-L-H (L layers, H heads, hidden 64H)",
     )
     p.add_argument("--exposures", help="exposures E per person")
-    p.add_argument("--out", required=True, metavar="RUN", help="run folder")
+    p.add_argument(
+        "--out", required=True, metavar="RUN", help="run folder (new or empty; see --overwrite)"
+    )
     p.add_argument(
         "--batch",
         metavar="WINDOWS",
@@ -399,7 +407,7 @@ def train_parser(commands) -> None:
         "(RUN/tensorboard/) or W&B (pip install 'bioknow[wandb]'; offline with "
         "WANDB_MODE=offline)",
     )
-    outputs(p, "print config and state as JSON", "replace an existing run")
+    outputs(p, "print config and state as JSON", "run")
 
 
 def cmd_train(args) -> int:
@@ -660,8 +668,8 @@ def export_parser(commands) -> None:
         "bioknow eval --hf-model OUT --data DATA evaluates it.",
     )
     p.add_argument("run", help="run folder")
-    p.add_argument("--out", required=True, help="output folder")
-    outputs(p, "print a JSON summary", "replace an existing export")
+    p.add_argument("--out", required=True, help="output folder (new or empty; see --overwrite)")
+    outputs(p, "print a JSON summary", "export")
 
 
 def cmd_export(args) -> int:
@@ -689,7 +697,7 @@ def sweep_parser(commands) -> None:
         "See scripts/sweep-cpu.yaml.",
     )
     p.add_argument("config", help="sweep config (YAML or JSON); with --status, the sweep folder")
-    p.add_argument("--out", help="sweep folder")
+    p.add_argument("--out", help="sweep folder (new, empty, or a sweep of the same config)")
     p.add_argument(
         "--device", choices=["cpu", "cuda"], help="default: one slot per GPU if any, else the CPU"
     )
