@@ -291,21 +291,24 @@ def cost(point: Point) -> float:
     return float(point.data["n"]) * point.exposures * flops
 
 
-def fits_memory(grid: list[Point], config: dict, env: dict) -> None:
-    """Train's memory check of every point, made before the sweep writes anything: its
-    model and batch per rank on the device it trains on (the config's train.device, else
-    its slot's), with the smallest vocabulary (64 rows) a dataset can give it."""
+def check_points(grid: list[Point], config: dict, env: dict) -> None:
+    """Train's checks of every point that need no dataset, made before the sweep writes
+    anything: its options (`train.check_options`: the batch divides among its ranks, junk
+    options together), and its model and batch per rank fitting the device it trains on
+    (the config's train.device, else its slot's), with the smallest vocabulary (64 rows)
+    a dataset can give it."""
     from bioknow import recipe
-    from bioknow.train import check_fits
+    from bioknow.train import check_fits, check_options
 
     gpu = env.get("CUDA_VISIBLE_DEVICES") != ""
     device = config["train"].get("device") or ("cuda" if gpu else "cpu")
+    ranks, train = config["gpus_per_point"], config["train"]
     for point in grid:
         batch = point.recipe.get("batch") or recipe.default(point.data["n"], point.exposures).batch
         try:
-            check_fits(
-                ModelConfig.from_name(point.model, 64), batch // config["gpus_per_point"], device
-            )
+            fraction, junk_n = train.get("junk_fraction") or 0.0, train.get("junk_n")
+            check_options(batch, ranks, fraction, junk_n, validate.N0)
+            check_fits(ModelConfig.from_name(point.model, 64), batch // ranks, device)
         except InputError as e:
             raise InputError(f"sweep point {point.id}: {e}") from None
 
@@ -642,7 +645,7 @@ def run_sweep(
     device = device or "auto"
     if launcher is None:
         envs = workers(sweep, config, device, int(per_gpu), int(cpu_slots))
-        fits_memory(grid, config, envs[0])
+        check_points(grid, config, envs[0])
     else:
         launcher.check(config)
     for folder in ("data", "runs", "logs"):

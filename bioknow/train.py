@@ -137,6 +137,20 @@ def check_fits(cfg: ModelConfig, batch_rows: int, device) -> None:
     validate.fits_memory(16 * at_least + logits, what, str(device))
 
 
+def check_options(batch: int, world: int, fraction: float, junk_n: int | None, n0: int) -> None:
+    """The checks of a run's options that need no more of its dataset than N0 (its
+    fields' distinct names): the batch divides among the ranks, the junk options go
+    together. A sweep makes them for every point before it writes anything."""
+    if batch % world:
+        raise InputError(f"batch {batch} must be divisible by {world} ranks")
+    if not 0 <= fraction < 1:
+        raise InputError(f"--junk-fraction must be in [0, 1), got {fraction}")
+    if fraction and not (junk_n and 1 <= junk_n <= n0):
+        raise InputError(f"--junk-fraction needs --junk-n N' in [1, {n0}]")
+    if junk_n is not None and not fraction:
+        raise InputError("--junk-n needs --junk-fraction F > 0")
+
+
 def resolve_config(
     data: str, model_name: str, exposures: int, options: dict, device: torch.device, world: int
 ) -> tuple[dict, Dataset, TrainStream | MixedStream]:
@@ -147,15 +161,8 @@ def resolve_config(
     ds = open_dataset(data)
     overrides = {k: options.get(k) for k in ("lr", "wd", "batch") if options.get(k) is not None}
     rec = dataclasses.replace(recipe.default(ds.manifest["n"], exposures), **overrides)
-    if rec.batch % world:
-        raise InputError(f"batch {rec.batch} must be divisible by {world} ranks")
     fraction, junk_n = options.get("junk_fraction") or 0.0, options.get("junk_n")
-    if not 0 <= fraction < 1:
-        raise InputError(f"--junk-fraction must be in [0, 1), got {fraction}")
-    if fraction and not (junk_n and 1 <= junk_n <= ds.fields.n0):
-        raise InputError(f"--junk-fraction needs --junk-n N' in [1, {ds.fields.n0}]")
-    if junk_n is not None and not fraction:
-        raise InputError("--junk-n needs --junk-fraction F > 0")
+    check_options(rec.batch, world, fraction, junk_n, ds.fields.n0)
     prefix = options.get("useful_prefix")
     if prefix is not None and prefix in ds.tokenizer.get_vocab():
         raise InputError(f"--useful-prefix must be a new token, not {prefix!r}")

@@ -207,6 +207,8 @@ SWEEP = {
         {"gpus_per_point": 1.5},
         {"gpus_per_point": None},
         {"gpus_per_point": [2]},
+        {"train": {"device": "cpu", "junk_fraction": 0.5}},  # train's own checks, per point
+        {"recipe": {"batch": 3}, "gpus_per_point": 2},
     ],
     ids=str,
 )
