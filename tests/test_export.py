@@ -179,7 +179,7 @@ def test_existing_output_folder(root, runs, tmp_path):
             export.export_run(root / "gpt2-1-2", taken, overwrite=overwrite)
     assert [p.name for p in taken.iterdir()] == ["notes.txt"]
     again = tmp_path / "again"
-    shutil.copytree(root / "hf" / "llama-1-2", again)
+    export.export_run(root / "gpt2-1-2", again)
     with pytest.raises(InputError, match="not empty"):
         export.export_run(root / "gpt2-1-2", again)
     (again / "stray.txt").write_text("not bioknow's: the export is kept")
