@@ -13,11 +13,10 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bioknow.errors import InputError
 from bioknow.process import alive
 
 TEMP = re.compile(r"\.(?P<name>.+)\.(?P<kind>partial|ready|old)-(?P<pid>\d+)")
@@ -98,25 +97,16 @@ def recover(out: Path) -> list[str]:
     return done
 
 
-def check_target(out: Path, overwrite: bool, marker: str) -> None:
-    """Refuse an output folder that holds something, unless `overwrite` is given and the
-    folder is one of ours (it has `marker`) or empty."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"{out}: folder exists and is not empty (use --overwrite)")
-        if not (out / marker).is_file():
-            raise InputError(f"{out}: refusing to overwrite a folder without {marker}")
-
-
 @contextmanager
-def new_dir(out: Path, overwrite: bool = False, marker: str = "manifest.json") -> Iterator[Path]:
+def new_dir(out: Path, check: Callable[[], object] | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside `out`; on success it replaces `out` by renames.
-    On any error or interrupt it is removed and `out` is left as it was."""
+    On any error or interrupt it is removed and `out` is left as it was. `check`: the
+    decision whether `out` may be replaced (`bioknow.ownership.claim`), made once an
+    interrupted replacement is finished."""
     out = Path(out)
     recover(out)
-    check_target(out, overwrite, marker)
+    if check is not None:
+        check()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(out)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -46,11 +46,17 @@ def answer(args, result, text: Callable[[], str], status: int = 0) -> int:
     return status
 
 
-def outputs(parser: Parser, json_help: str, overwrite_help: str | None = None) -> None:
-    """The options every subcommand ends with: --overwrite (where it replaces a folder)
-    and --json."""
-    if overwrite_help:
-        parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+def outputs(parser: Parser, json_help: str, replaces: str | None = None) -> None:
+    """The options every subcommand ends with: --overwrite (where it replaces a folder of
+    the kind `replaces`) and --json."""
+    if replaces:
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            help=f"replace an existing {replaces} that bioknow made and that holds nothing "
+            f"else (never a folder of another kind, the command's own input, or a symbolic "
+            f"link)",
+        )
     parser.add_argument("--json", action="store_true", help=json_help)
 
 
@@ -133,7 +139,7 @@ def generate_parser(commands) -> None:
     p.add_argument("variant", choices=list(dataset.VARIANTS), help="dataset variant")
     p.add_argument("--n", required=True, help="number of people, e.g. 1e5")
     p.add_argument("--seed", default=0, help="random seed (default 0)")
-    p.add_argument("--out", required=True, help="output folder (must be new or empty)")
+    p.add_argument("--out", required=True, help="output folder (new or empty; see --overwrite)")
     p.add_argument(
         "--fields",
         metavar="DIR",
@@ -180,7 +186,7 @@ def generate_parser(commands) -> None:
         help="bioR-style: a local transformers "
         "causal LM that rewrites each biography (kept only if every value is there)",
     )
-    outputs(p, "print the manifest as JSON", "replace an existing dataset")
+    outputs(p, "print the manifest as JSON", "dataset")
 
 
 def cmd_generate(args) -> int:
@@ -307,10 +313,10 @@ def corpus_parser(commands) -> None:
     )
     p.add_argument("dir", help="dataset folder")
     p.add_argument("--exposures", required=True, help="exposures E")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (new, empty, or a stopped corpus)")
     p.add_argument("--format", choices=["bin", "parquet"], default="bin", help="shard format")
     p.add_argument("--seed", default=0, help="order seed (as train's --seed)")
-    outputs(p, "print the header as JSON", "replace an existing corpus")
+    outputs(p, "print the header as JSON", "corpus")
 
 
 def cmd_corpus(args) -> int:
@@ -358,7 +364,9 @@ def train_parser(commands) -> None:
         "gpt2-nomlp-L-H or gpt2-moe-L-H (L layers, H heads, hidden 64H)",
     )
     p.add_argument("--exposures", help="exposures E per person")
-    p.add_argument("--out", required=True, metavar="RUN", help="run folder")
+    p.add_argument(
+        "--out", required=True, metavar="RUN", help="run folder (new or empty; see --overwrite)"
+    )
     p.add_argument(
         "--batch",
         metavar="WINDOWS",
@@ -424,7 +432,7 @@ def train_parser(commands) -> None:
         "(RUN/tensorboard/) or W&B (pip install 'bioknow[wandb]'; offline with "
         "WANDB_MODE=offline)",
     )
-    outputs(p, "print config and state as JSON", "replace an existing run")
+    outputs(p, "print config and state as JSON", "run")
 
 
 def cmd_train(args) -> int:
@@ -588,8 +596,7 @@ def eval_parser(commands) -> None:
     p.add_argument(
         "--method",
         choices=["gptq", "rtn"],
-        default="gptq",
-        help="GPTQ calibrated on 1000 biographies, or round-to-nearest",
+        help="with --quantize: GPTQ calibrated on 1000 biographies (default), or round-to-nearest",
     )
     p.add_argument(
         "--eval-batch",
@@ -614,8 +621,8 @@ def cmd_eval(args) -> int:
     if args.hf_model:
         if not args.data or args.run:
             raise InputError("--hf-model needs --data DIR and no run folder")
-        if args.quantize != "none":
-            raise InputError("--quantize goes with a run folder, not with --hf-model")
+        if args.quantize != "none" or args.method:
+            raise InputError("--quantize and --method go with a run folder, not with --hf-model")
         report = evaluate.evaluate_hf(
             args.hf_model, args.data, out=args.out, **common, progress=True
         )
@@ -722,8 +729,8 @@ def export_parser(commands) -> None:
         "bioknow eval --hf-model OUT --data DATA evaluates it.",
     )
     p.add_argument("run", help="run folder")
-    p.add_argument("--out", required=True, help="output folder")
-    outputs(p, "print a JSON summary", "replace an existing export")
+    p.add_argument("--out", required=True, help="output folder (new or empty; see --overwrite)")
+    outputs(p, "print a JSON summary", "export")
 
 
 def cmd_export(args) -> int:
@@ -751,7 +758,7 @@ def sweep_parser(commands) -> None:
         "See scripts/sweep-cpu.yaml.",
     )
     p.add_argument("config", help="sweep config (YAML or JSON); with --status, the sweep folder")
-    p.add_argument("--out", help="sweep folder")
+    p.add_argument("--out", help="sweep folder (new, empty, or a sweep of the same config)")
     p.add_argument(
         "--device", choices=["cpu", "cuda"], help="default: one slot per GPU if any, else the CPU"
     )

@@ -2,6 +2,7 @@
 shards for other trainers (DESIGN section 3).
 
     OUT/corpus.json                 header: dtype, vocabulary, window, counts, label kinds, shards
+    OUT/bioknow-folder.json         what the folder is: a corpus (`bioknow.ownership`)
     OUT/tokens-00000.bin ...        --format bin: flat token ids (uint16 if the vocabulary fits)
     OUT/label_kinds-00000.bin ...   a uint8 label kind per token (name, gender, birth_date, ...)
     OUT/train-00000.parquet         --format parquet: one row per window, as transformers'
@@ -20,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bioknow import atomic, integrity, validate
+from bioknow import atomic, integrity, ownership, validate
 from bioknow.dataset import Dataset
 from bioknow.errors import InputError
 from bioknow.progress import Progress
@@ -40,25 +41,23 @@ def shard_names(fmt: str, k: int) -> list[str]:
 
 
 def prepare(out: Path, params: dict, overwrite: bool) -> None:
-    """Make `out` ready: new, resumable with the same parameters, or (with overwrite) ours
-    to replace."""
+    """Make `out` ready: new, resumable with the same parameters, or (with overwrite) a
+    corpus to replace (`ownership.claim` decides)."""
     partial = out / ".partial.json"
-    ours = (out / "corpus.json").is_file() or partial.is_file()
-    if out.is_dir() and any(out.iterdir()):
-        if overwrite and ours:
-            shutil.rmtree(out)
-        elif (out / "corpus.json").is_file():
+    state = ownership.claim(out, "corpus", overwrite, [params["dataset"]], resume=True)
+    if state == "replace":
+        shutil.rmtree(out)
+    elif state == "continue":
+        if (out / "corpus.json").is_file():
             raise InputError(f"{out}: a corpus is already complete there (use --overwrite)")
-        elif not partial.is_file():
-            raise InputError(f"{out}: folder exists and is not empty")
-        elif integrity.read_json(partial) != params:
+        if not partial.is_file() or integrity.read_json(partial) != params:
             raise InputError(
                 f"{out}: holds a half-written corpus of other parameters (use --overwrite)"
             )
-    elif out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     atomic.clean_stale(out)  # shard temporaries of a killed run
+    if not (out / ownership.MARKER).is_file():
+        ownership.write_marker(out, "corpus")
     if not partial.is_file():
         atomic.write_json(partial, params)
 

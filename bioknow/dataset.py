@@ -6,6 +6,7 @@
     DIR/tokenizer.json         the tokenizer (the default BPE, or the one named at generate)
     DIR/population.parquet     one row per person: readable names and values, and their codes
     DIR/renderings/*.parquet   biographies with spans: all of bioS-simple, a sample of bioS
+    DIR/bioknow-folder.json    what the folder is (`bioknow.ownership`): a dataset
 
 The folder is built under a temporary name and renamed when complete; the manifest is
 written last and lists a SHA-256 for every other file, and `manifest.sha256` covers the
@@ -27,7 +28,7 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 import bioknow
-from bioknow import atomic, capacity, integrity, validate
+from bioknow import atomic, capacity, integrity, ownership, validate
 from bioknow import fields as fields_module
 from bioknow import tokenizer as tokenizers
 from bioknow.errors import InputError
@@ -344,7 +345,12 @@ def generate(
         tok = tokenizers.train(fields, vocab_size)
     out = Path(out)
     atomic.recover(out)
-    atomic.check_target(out, overwrite, "manifest.json")
+
+    def claim():
+        inputs = (fields_dir, tokenizer, rewriter)
+        ownership.claim(out, "dataset", overwrite, [i for i in inputs if i is not None])
+
+    claim()
     population = Population.build(fields, seed, n, progress)
     table = None if variant == "bioR-style" else make_table(variant, population, tok, params)
     wrong = [] if table is None else table.mismatches(np.arange(min(n, CHECKED_RENDERINGS)), 0)
@@ -353,7 +359,8 @@ def generate(
             f"tokenizer {tokenizer or 'default'!r} does not split at template boundaries: "
             f"person {wrong[0]}'s assembled tokens differ from tokenizing the text"
         )
-    with atomic.new_dir(out, overwrite) as tmp:
+    with atomic.new_dir(out, claim) as tmp:
+        ownership.write_marker(tmp, "dataset")
         fields.write(tmp / "fields")
         atomic.write_bytes(tmp / "tokenizer.json", tok.to_str().encode())
         write_population(population, table, tmp / "population.parquet", progress)

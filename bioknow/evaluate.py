@@ -276,7 +276,7 @@ def evaluate_run(
     people: int | None = None,
     seed: int = 0,
     quantize: str = "none",
-    method: str = "gptq",
+    method: str | None = None,
     eval_batch: int = 64,
     device: str | None = None,
     progress: bool = False,
@@ -284,10 +284,11 @@ def evaluate_run(
 ) -> dict:
     """Evaluate a run's final weights (or its latest checkpoint) on all its people or a
     seeded sample; with quantization, also the quantized model, reporting R before and
-    after. Writes the report to the run folder under a name saying what it is
-    (`runfolder.report_name`: eval.json, eval-people20-seed0.json, eval-int8.json, ...),
-    recorded in its integrity.json. `eval_batch`: biographies per forward pass. `compile`:
-    torch.compile the scorer (default: on CUDA)."""
+    after (`method`: gptq, the default, or rtn; given only with `quantize`). Writes the
+    report to the run folder under a name saying what it is (`runfolder.report_name`:
+    eval.json, eval-people20-seed0.json, eval-int8.json, ...), recorded in its
+    integrity.json. `eval_batch`: biographies per forward pass. `compile`: torch.compile
+    the scorer (default: on CUDA)."""
     from bioknow.process import RunLock
     from bioknow.runfolder import read_config, report_name
     from bioknow.train import load_run, open_run_dataset, run_table
@@ -302,6 +303,9 @@ def evaluate_run(
         compile=compile,
     )
     device = args.pop("device")
+    if args["method"] is not None and args["quantize"] == "none":
+        raise InputError(f"--method {args['method']} goes with --quantize int8 or int4")
+    args["method"] = args["method"] or "gptq"
     if args["compile"] is None:
         args["compile"] = device.startswith("cuda")
     run = Path(run)

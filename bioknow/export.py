@@ -6,7 +6,8 @@ transformers causal LM and count its parameters as bioknow counts its own models
     mistral-L-H               MistralForCausalLM (grouped key/values, no sliding window)
 
 The export folder holds `config.json`, `model.safetensors`, the dataset's tokenizer and
-`bioknow.json` (the run, data and parameter counts it came from); transformers alone loads
+`bioknow.json` (the run, data and parameter counts it came from) and `bioknow-folder.json`
+(an export, and the files it holds: `bioknow.ownership`); transformers alone loads
 it, and its logits equal bioknow's. gpt2-nomlp and gpt2-moe have no transformers class.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from bioknow import atomic, integrity, validate
+from bioknow import atomic, integrity, ownership, validate
 from bioknow import tokenizer as tokenizers
 from bioknow.errors import InputError
 from bioknow.model import ModelConfig, Transformer
@@ -146,25 +147,31 @@ def export_run(run, out, overwrite: bool = False) -> dict:
 
     validate.check(validate.EXPORT, {"out": out})
     run, out = Path(run), Path(out)
-    read_config(run)
+    config = read_config(run)
     if "model.safetensors" not in integrity.load_record(run):
         raise InputError(
             f"{run}: not a finished run (no final model.safetensors; if training ended, "
             f"finish it with: bioknow train --resume --out {run})"
         )
-    atomic.check_target(out, overwrite, "config.json")
+
+    def claim():
+        ownership.claim(out, "export", overwrite, [run, config.get("data")])
+
+    claim()
     config, model, _ = load_run(run, "cpu")
     if config.get("useful_prefix"):
         raise InputError(f"{run}: a run with a useful-data prefix token cannot be exported")
     ds = open_run_dataset(config)
     tokenizer = hf_tokenizer(ds.path / "tokenizer.json", model.config.block_size)
     hf = to_hf(model, tokenizer.eos_token_id)
-    with atomic.new_dir(out, overwrite, marker="config.json") as tmp:
+    with atomic.new_dir(out, claim) as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         about = {"run": str(run), "model": model.config.name}
         about.update((k, config[k]) for k in ("data", "used_ids", "params"))
         atomic.write_json(tmp / "bioknow.json", about)
+        files = [p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()]
+        ownership.write_marker(tmp, "export", files)
     return {
         "class": type(hf).__name__,
         "out": str(out),

@@ -1,5 +1,6 @@
 """The run folder: checkpoints, the final weights, metrics, and their checks.
 
+    RUN/bioknow-folder.json               what the folder is: a run (`bioknow.ownership`)
     RUN/config.json                       model, recipe and data, resolved
     RUN/integrity.json                    size and SHA-256 of every file below but metrics
     RUN/lock                              the pid of the process writing the run
@@ -24,6 +25,7 @@ import os
 import pickle
 import re
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -160,7 +162,10 @@ def load_optimizer(opt: torch.optim.Optimizer, path: Path, device) -> None:
     """Load an optimizer state with the weights-only unpickler; anything else (a damaged
     file, a pickle that would run code) is an InputError naming the file."""
     try:
-        opt.load_state_dict(torch.load(path, weights_only=True, map_location=device))
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning: refused below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, weights_only=True, map_location=device)
+        opt.load_state_dict(state)
     except pickle.UnpicklingError:
         raise InputError(f"{path}: refused, it holds more than tensors and numbers") from None
     except (RuntimeError, OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:

@@ -1,6 +1,7 @@
 """Sweeps: a grid of datasets x models x exposures x recipes x seeds, trained and evaluated.
 
     DIR/sweep.json           the resolved grid (what each point is)
+    DIR/bioknow-folder.json  what the folder is: a sweep (`bioknow.ownership`)
     DIR/data/ID/             datasets, shared by the runs that use them
     DIR/runs/ID/             one run folder per point (train, eval*.json, probe*.json)
     DIR/logs/ID.log          what the point's commands printed
@@ -33,9 +34,18 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import yaml
 
-from bioknow import atomic, dataset, integrity, process, runfolder, track, validate
+from bioknow import (
+    atomic,
+    configfile,
+    dataset,
+    integrity,
+    ownership,
+    process,
+    runfolder,
+    track,
+    validate,
+)
 from bioknow.errors import InputError
 from bioknow.evaluate import mean_accuracy
 from bioknow.model import ModelConfig
@@ -184,6 +194,8 @@ def check_config(config: dict) -> dict:
     for model in checked["models"]:
         ModelConfig.from_name(model, 64)  # a misspelt model fails before anything runs
     track.check(checked["train"].get("tracker"))
+    if checked["train"].get("tracker") == "wandb":
+        track.wandb_credentials()
     return checked
 
 
@@ -205,11 +217,7 @@ def load_config(path) -> dict:
     if isinstance(path, dict):
         config, path = path, "sweep config"
     else:
-        try:
-            config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            first = str(e).splitlines()[0]
-            raise InputError(f"{path}: unreadable sweep config ({first})") from None
+        config = configfile.load(path)
     if not isinstance(config, dict):
         raise InputError(f"{path}: a sweep config is a mapping (datasets, models, exposures, ...)")
     unknown = set(config) - TOP_KEYS
@@ -283,6 +291,28 @@ def cost(point: Point) -> float:
     first."""
     flops = ModelConfig.from_name(point.model, 64).flops_per_token()
     return float(point.data["n"]) * point.exposures * flops
+
+
+def check_points(grid: list[Point], config: dict, env: dict) -> None:
+    """Train's checks of every point that need no dataset, made before the sweep writes
+    anything: its options (`train.check_options`: the batch divides among its ranks, junk
+    options together), and its model and batch per rank fitting the device it trains on
+    (the config's train.device, else its slot's), with the smallest vocabulary (64 rows)
+    a dataset can give it."""
+    from bioknow import recipe
+    from bioknow.train import check_fits, check_options
+
+    gpu = env.get("CUDA_VISIBLE_DEVICES") != ""
+    device = config["train"].get("device") or ("cuda" if gpu else "cpu")
+    ranks, train = config["gpus_per_point"], config["train"]
+    for point in grid:
+        batch = point.recipe.get("batch") or recipe.default(point.data["n"], point.exposures).batch
+        try:
+            fraction, junk_n = train.get("junk_fraction") or 0.0, train.get("junk_n")
+            check_options(batch, ranks, fraction, junk_n, validate.N0)
+            check_fits(ModelConfig.from_name(point.model, 64), batch // ranks, device)
+        except InputError as e:
+            raise InputError(f"sweep point {point.id}: {e}") from None
 
 
 def quantize_settings(config: dict) -> list[str]:
@@ -609,6 +639,7 @@ def run_sweep(
     sweep = Path(out)
     previous = sweep / "sweep.json"
     resolved = {"config": raw, "points": [p.__dict__ for p in grid]}
+    ownership.claim(sweep, "sweep", resume=True)
     if previous.is_file():
         prior = integrity.read_json(previous)
         if not isinstance(prior, dict) or prior.get("config") != raw:
@@ -616,10 +647,13 @@ def run_sweep(
     device = device or "auto"
     if launcher is None:
         envs = workers(sweep, config, device, int(per_gpu), int(cpu_slots))
+        check_points(grid, config, envs[0])
     else:
         launcher.check(config)
     for folder in ("data", "runs", "logs"):
         (sweep / folder).mkdir(parents=True, exist_ok=True)
+    if not (sweep / ownership.MARKER).is_file():
+        ownership.write_marker(sweep, "sweep")
     atomic.write_json(previous, resolved)
 
     for spec in {p.data_id: p.data for p in grid}.items():

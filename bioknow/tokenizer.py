@@ -73,10 +73,18 @@ def with_special(tokenizer: Tokenizer, tokens: list[str]) -> Tokenizer:
     return out
 
 
+def looks_like_path(name: str) -> bool:
+    """Whether a tokenizer name is a path rather than a hub name ("gpt2", "org/model"):
+    absolute, relative to "." or "~", more than one "/" deep, or a .json file."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith(".json")
+
+
 def load(name_or_path: str) -> Tokenizer:
     """A `tokenizer.json` file, a folder holding one, or (where the network allows) a
     name on the Hugging Face hub."""
     path = Path(name_or_path)
+    if looks_like_path(str(name_or_path)) and not path.exists():
+        raise InputError(f"{name_or_path}: file not found")
     if path.is_dir():
         path = path / "tokenizer.json"
         if not path.is_file():

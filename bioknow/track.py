@@ -34,11 +34,40 @@ def check(kind: str | None) -> None:
         )
 
 
+def wandb_credentials() -> None:
+    """Refuse `--tracker wandb` online without credentials (WANDB_API_KEY, an identity
+    token file, `wandb login`'s .netrc entry or a key in wandb's settings), before the run
+    writes anything; offline or disabled (WANDB_MODE, `wandb offline`) needs none."""
+    import netrc
+    from urllib.parse import urlparse
+
+    import wandb
+
+    setup = wandb.setup().settings
+    if setup.mode in ("offline", "dryrun", "disabled") or setup.api_key:
+        return
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        if netrc.netrc(path).authenticators(urlparse(setup.base_url).hostname or ""):
+            return
+    except (OSError, netrc.NetrcParseError):
+        pass
+    raise InputError(
+        "--tracker wandb: no W&B credentials (WANDB_API_KEY, or `wandb login`); or set "
+        "WANDB_MODE=offline and sync later"
+    )
+
+
 def settings(kind: str | None, run: Path) -> dict | None:
-    """What a new run records of its tracker in config.json (None: no tracker)."""
+    """What a new run records of its tracker in config.json (None: no tracker); W&B's
+    credentials are checked first."""
     if kind in (None, "none"):
         return None
     check(kind)
+    if kind == "wandb":
+        wandb_credentials()
     if kind == "tensorboard":
         return {"kind": kind, "dir": "tensorboard"}
     return {

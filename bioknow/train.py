@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from bioknow import atomic, integrity, recipe, runfolder, track, validate
+from bioknow import atomic, integrity, ownership, recipe, runfolder, track, validate
 from bioknow import tokenizer as tokenizers
 from bioknow.dataset import Dataset, open_dataset, versions
 from bioknow.errors import InputError
@@ -120,9 +120,14 @@ def open_run_dataset(config: dict) -> Dataset:
 
 
 def check_memory(cfg: ModelConfig, used: int, batch_rows: int, device: torch.device) -> dict:
-    """The parameter counts of a model; a model and batch whose weights, gradients, AdamW
-    moments and logits alone would exceed the device's memory are refused with the
-    estimate, before the model is built."""
+    """The parameter counts of a model, once `check_fits` has passed."""
+    check_fits(cfg, batch_rows, device)
+    return Transformer(cfg).parameter_counts(used)
+
+
+def check_fits(cfg: ModelConfig, batch_rows: int, device) -> None:
+    """A model and batch whose weights, gradients, AdamW moments and logits alone would
+    exceed the device's memory are refused with the estimate, before the model is built."""
     experts = cfg.n_expert if cfg.mlp == "moe" else 1
     matrices = {"none": 0, "swiglu": 3}.get(cfg.mlp, 2)
     block = 2 * cfg.d_model**2 + experts * matrices * cfg.d_model * cfg.mlp_hidden
@@ -130,7 +135,20 @@ def check_memory(cfg: ModelConfig, used: int, batch_rows: int, device: torch.dev
     logits = 8 * batch_rows * WINDOW * cfg.vocab_size
     what = f"training {cfg.name} on batches of {batch_rows}"
     validate.fits_memory(16 * at_least + logits, what, str(device))
-    return Transformer(cfg).parameter_counts(used)
+
+
+def check_options(batch: int, world: int, fraction: float, junk_n: int | None, n0: int) -> None:
+    """The checks of a run's options that need no more of its dataset than N0 (its
+    fields' distinct names): the batch divides among the ranks, the junk options go
+    together. A sweep makes them for every point before it writes anything."""
+    if batch % world:
+        raise InputError(f"batch {batch} must be divisible by {world} ranks")
+    if not 0 <= fraction < 1:
+        raise InputError(f"--junk-fraction must be in [0, 1), got {fraction}")
+    if fraction and not (junk_n and 1 <= junk_n <= n0):
+        raise InputError(f"--junk-fraction needs --junk-n N' in [1, {n0}]")
+    if junk_n is not None and not fraction:
+        raise InputError("--junk-n needs --junk-fraction F > 0")
 
 
 def resolve_config(
@@ -143,17 +161,10 @@ def resolve_config(
     ds = open_dataset(data)
     overrides = {k: options.get(k) for k in ("lr", "wd", "batch") if options.get(k) is not None}
     rec = dataclasses.replace(recipe.default(ds.manifest["n"], exposures), **overrides)
-    if rec.batch % world:
-        raise InputError(f"batch {rec.batch} must be divisible by {world} ranks")
     fraction, junk_n = options.get("junk_fraction") or 0.0, options.get("junk_n")
     if ds.fields is None and (fraction or junk_n or options.get("useful_prefix") is not None):
         raise InputError("random data takes no junk mixture and no --useful-prefix")
-    if not 0 <= fraction < 1:
-        raise InputError(f"--junk-fraction must be in [0, 1), got {fraction}")
-    if fraction and not (junk_n and 1 <= junk_n <= ds.fields.n0):
-        raise InputError(f"--junk-fraction needs --junk-n N' in [1, {ds.fields.n0}]")
-    if junk_n is not None and not fraction:
-        raise InputError("--junk-n needs --junk-fraction F > 0")
+    check_options(rec.batch, world, fraction, junk_n, ds.fields.n0 if ds.fields else 0)
     prefix = options.get("useful_prefix")
     if prefix is not None and prefix in ds.tokenizer.get_vocab():
         raise InputError(f"--useful-prefix must be a new token, not {prefix!r}")
@@ -299,14 +310,13 @@ def fresh_state() -> dict:
 
 
 def begin(run: Path, config: dict, overwrite: bool) -> None:
-    """Make the run folder (its lock held): clear an old run it replaces, write config.json
-    and start integrity.json."""
-    if any(p.name != "lock" for p in run.iterdir()):
-        if not overwrite:
-            raise InputError(f"{run}: folder exists and is not empty (use --overwrite)")
+    """Make the run folder (its lock held): clear an old run it replaces (`ownership.claim`
+    decides), write its marker and config.json, and start integrity.json."""
+    if ownership.claim(run, "run", overwrite, [config["data"]]) == "replace":
         for p in run.iterdir():
             if p.name != "lock":
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    integrity.write_run_json(run, ownership.MARKER, ownership.marker("run"))
     integrity.write_run_json(run, "config.json", config)
 
 
@@ -391,7 +401,7 @@ def train(
     elif None in (data, model_name, exposures):
         raise InputError("train needs --data, --model and --exposures (or --resume)")
     else:
-        atomic.check_target(run, overwrite, "config.json")
+        ownership.claim(run, "run", overwrite, [data])
         options = {**DEFAULTS, **{k: v for k, v in checked.items() if v is not None}}
         config, ds, stream = resolve_config(
             data, model_name, options["exposures"], options, where.device, where.world

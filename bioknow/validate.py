@@ -46,18 +46,22 @@ def _number(value):
 
 @dataclass(frozen=True)
 class Number:
-    """A finite number in [low, high] (low excluded if `above`); whole unless `real`."""
+    """A finite number in [low, high] (low excluded if `above`, high if `below`); whole
+    unless `real`."""
 
     low: float | None = None
     high: float | None = None
     real: bool = False
     above: bool = False
+    below: bool = False
 
     def describe(self) -> str:
         kind = "a number" if self.real else "a whole number"
         low, high = (_show(x) for x in (self.low, self.high))
         if self.low is not None and self.high is not None:
-            return f"{kind} in {'(' if self.above else '['}{low}, {high}]"
+            return (
+                f"{kind} in {'(' if self.above else '['}{low}, {high}{')' if self.below else ']'}"
+            )
         if self.low is not None:
             return f"{kind} {'>' if self.above else '>='} {low}"
         return kind
@@ -79,7 +83,8 @@ class Number:
         elif self.real:
             number = float(number)
         low_ok = self.low is None or (number > self.low if self.above else number >= self.low)
-        if not low_ok or (self.high is not None and number > self.high):
+        high_ok = self.high is None or (number < self.high if self.below else number <= self.high)
+        if not low_ok or not high_ok:
             raise refuse()
         return number
 
@@ -299,7 +304,7 @@ TRAIN = {
     "compile": Flag(),
     "cuda_graphs": Flag(),
     "precision": Choice(("bf16", "float32")),
-    "junk_fraction": Number(0, 1, real=True),
+    "junk_fraction": Number(0, 1, real=True, below=True),
     "junk_n": Number(1, N0),
     "useful_prefix": Text(),
     "log_every": POSITIVE,

@@ -179,13 +179,15 @@ def test_existing_output_folder(root, runs, tmp_path):
             export.export_run(root / "gpt2-1-2", taken, overwrite=overwrite)
     assert [p.name for p in taken.iterdir()] == ["notes.txt"]
     again = tmp_path / "again"
-    shutil.copytree(root / "hf" / "llama-1-2", again)
-    (again / "stray.txt").write_text("replaced with the folder")
+    export.export_run(root / "gpt2-1-2", again)
     with pytest.raises(InputError, match="not empty"):
         export.export_run(root / "gpt2-1-2", again)
+    (again / "stray.txt").write_text("not bioknow's: the export is kept")
+    with pytest.raises(InputError, match="1 file.* bioknow did not write .stray.txt"):
+        export.export_run(root / "gpt2-1-2", again, overwrite=True)
+    (again / "stray.txt").unlink()
     export.export_run(root / "gpt2-1-2", again, overwrite=True)
     assert json.loads((again / "bioknow.json").read_text())["model"] == "gpt2-1-2"
-    assert not (again / "stray.txt").exists()
 
 
 def test_load_hf_errors(root, runs, tmp_path):

@@ -386,3 +386,48 @@ def test_update_record_refuses_a_corrupt_record(tiny, tmp_path):
     (run / "integrity.json").write_text(text.replace('"bytes": ', '"bytes": 1', 1))
     with pytest.raises(InputError, match="integrity.json: corrupt"):
         integrity.update_record(run, {})
+
+
+def bioknow_subprocess(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m bioknow ARGS` in a process of its own: what a user's terminal shows."""
+    command = [sys.executable, "-m", "bioknow", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_a_refused_pickle_prints_one_line(tiny, tmp_path):
+    """torch's own warning about the pickle is not printed before bioknow's refusal."""
+    import pickle
+
+    run = copy_tiny(tiny, tmp_path / "pair") / "run"
+    checkpoint = train.latest_checkpoint(run)
+    integrity.update_record(run, remove=["model.safetensors"])
+    state = json.loads((checkpoint / "state.json").read_text())
+    forge(
+        run,
+        f"checkpoints/{checkpoint.name}/state.json",
+        json.dumps({**state, "finished": False}).encode(),
+    )
+    forge(run, f"checkpoints/{checkpoint.name}/optimizer.pt", pickle.dumps(Payload()))
+    done = bioknow_subprocess("train", "--resume", "--out", run)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+    assert "optimizer.pt: refused" in done.stderr
+
+
+def test_wandb_without_credentials_writes_nothing(tiny, tmp_path):
+    """The credentials are checked before the run folder is made, so the retry (offline,
+    or once logged in) is not refused as an existing run."""
+    pytest.importorskip("wandb", reason="the optional wandb extra is not installed")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path / "home"), NETRC=str(tmp_path / "no-netrc"))
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    (tmp_path / "home").mkdir()
+    line = ["train", "--data", tiny / "data", *TINY_TRAIN, "--tracker", "wandb"]
+    done = bioknow_subprocess(*line, "--out", tmp_path / "run", env=env)
+    assert done.returncode == 2 and "credentials" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "run").exists()
+    retry = bioknow_subprocess(
+        *line, "--stop-after", 1, "--out", tmp_path / "run", env={**env, "WANDB_MODE": "disabled"}
+    )
+    assert retry.returncode == 0, retry.stderr

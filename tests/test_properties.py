@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import copy_tiny, run_cli, tree_bytes
+from conftest import TINY_DATA, TINY_TRAIN, copy_tiny, run_cli, tree_bytes
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -359,3 +359,83 @@ def test_sweep_configs(origin, config, form, line):
     path = origin.parent / "grid.yaml"
     path.write_bytes(dump(config, form))
     assert check(origin, ["sweep", path, "--out", SWEEP, *line]) == 2
+
+
+# Two commands in sequence, each writing a folder somewhere (a dataset, a run, a foreign
+# model folder, a symbolic link to it, a new folder, inside a folder), with --overwrite
+# or not: no file bioknow did not make is lost or changed, no command changes what it
+# reads, and a folder of bioknow's is only ever replaced by a command of its own kind.
+
+TARGETS = ["data", "run", "hf", "link", "new", "new2", "data/sub", "run/sub", "sweep", "hf/sub"]
+STEP = st.tuples(
+    st.sampled_from(["generate", "train", "export", "corpus"]),
+    st.sampled_from(TARGETS),
+    st.sampled_from(["run", "new", "new2"]),  # what export reads (a run made by the first?)
+    st.booleans(),
+)
+KIND_OF = {"generate": "dataset", "train": "run", "export": "export", "corpus": "corpus"}
+
+
+def step_line(sandbox: Path, step) -> tuple[list, Path]:
+    """A step's command line and the folder it reads."""
+    name, out, source, overwrite = step
+    data, out = sandbox / "data", sandbox / out
+    line, reads = {
+        "generate": ([*TINY_DATA, "--out", out], None),
+        "train": (["train", "--data", data, *TINY_TRAIN[:2], "--exposures", 1, "--out", out], data),
+        "export": (["export", sandbox / source, "--out", out], sandbox / source),
+        "corpus": (["corpus", data, "--exposures", 1, "--out", out], data),
+    }[name]
+    if name == "train":
+        line += ["--batch", 1, "--device", "cpu"]
+    return line + (["--overwrite"] if overwrite else []), reads
+
+
+def sandbox_with_user_files(origin: Path, planted: bool) -> tuple[Path, dict]:
+    """A sandbox: the tiny dataset and run, a sweep folder, a file, a foreign model folder
+    with the user's notes and a link to it; with `planted`, a user's file inside the
+    dataset and the run too. The user's files, by path."""
+    sandbox = Path(tempfile.mkdtemp(dir=origin.parent))
+    for name in ("data", "run", "sweep"):
+        shutil.copytree(origin / name, sandbox / name)
+    shutil.copyfile(origin / "afile", sandbox / "afile")
+    copy_tiny_config(sandbox)
+    (sandbox / "hf").mkdir()
+    (sandbox / "hf" / "config.json").write_text('{"model_type": "gpt2"}\n')
+    (sandbox / "hf" / "notes.txt").write_text("the user's own notes\n")
+    (sandbox / "link").symlink_to(sandbox / "hf")
+    if planted:
+        (sandbox / "data" / "notes.txt").write_text("mine\n")
+        (sandbox / "run" / "checkpoints" / "notes.txt").write_text("mine\n")
+    user = ["afile", "hf/config.json", "hf/notes.txt", "sweep/runs.parquet", "sweep/sweep.json"]
+    user += ["data/notes.txt", "run/checkpoints/notes.txt"] if planted else []
+    return sandbox, {rel: (sandbox / rel).read_bytes() for rel in user}
+
+
+@examples(25)
+@given(steps=st.lists(STEP, min_size=2, max_size=2), planted=st.booleans())
+def test_two_commands_never_lose_a_file_they_did_not_create(origin, steps, planted):
+    sandbox, user = sandbox_with_user_files(origin, planted)
+    try:
+        made = {"data": tree_bytes(sandbox / "data"), "run": tree_bytes(sandbox / "run")}
+        replaced = set()
+        for step in steps:
+            line, reads = step_line(sandbox, step)
+            read = tree_bytes(reads) if reads is not None and reads.is_dir() else None
+            status, _, err = run_cli(*line)
+            event(f"{step[0]} exit {status}")
+            assert status in (0, 2) and "Traceback" not in err, (line, err)
+            assert status == 0 or len(err.strip().splitlines()) == 1, (line, err)
+            if read is not None:
+                assert tree_bytes(reads) == read, (line, "changed what it reads")
+            if status == 0 and step[3]:
+                replaced.add((step[1], KIND_OF[step[0]]))
+        for rel, data in user.items():
+            assert (sandbox / rel).is_file() and (sandbox / rel).read_bytes() == data, (steps, rel)
+        assert (sandbox / "link").is_symlink()
+        for name, kind in (("data", "dataset"), ("run", "run")):
+            now = tree_bytes(sandbox / name)
+            lost = {rel for rel, data in made[name].items() if now.get(rel) != data}
+            assert not lost or (name, kind) in replaced, (steps, name, sorted(lost)[:3])
+    finally:
+        shutil.rmtree(sandbox, ignore_errors=True)

@@ -91,7 +91,9 @@ def test_an_interrupted_point_resumes(tmp_path):
     point = sweep.points(sweep.load_config(config))[0]
     out = tmp_path / "s"
     (out / "data").mkdir(parents=True)
-    from bioknow import dataset
+    from bioknow import dataset, ownership
+
+    ownership.write_marker(out, "sweep")  # as the interrupted sweep left its folder
 
     dataset.generate("bioS-simple", 30, 0, out / "data" / point.data_id, sample=0)
     train.train(

@@ -207,6 +207,8 @@ SWEEP = {
         {"gpus_per_point": 1.5},
         {"gpus_per_point": None},
         {"gpus_per_point": [2]},
+        {"train": {"device": "cpu", "junk_fraction": 0.5}},  # train's own checks, per point
+        {"recipe": {"batch": 3}, "gpus_per_point": 2},
     ],
     ids=str,
 )
@@ -266,3 +268,63 @@ def test_gpus_per_job_must_hold_whole_points(tmp_path):
     line = ["--launcher", "slurm", "--time", "5", "--gpus-per-job", "3"]
     err = refused(tmp_path, "sweep", config, "--out", tmp_path / "s", *line)
     assert "multiple of gpus_per_point" in err
+
+
+def test_a_sweep_point_that_cannot_fit_is_refused_before_anything_is_written(tmp_path):
+    """Train's memory check, applied to every point before sweep.json or data exist."""
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump({**SWEEP, "models": ["gpt2-1-1", "gpt2-9999-9999"]}))
+    err = refused(tmp_path, "sweep", config, "--out", tmp_path / "s")
+    assert "gpt2-9999-9999" in err and "memory" in err
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    "name, content, key",
+    [
+        ("grid.yaml", "models: [gpt2-1-1]\nexposures: 2\nmodels: [gpt2-2-2]\n", "models"),
+        ("grid.yaml", "datasets:\n- {variant: bioS, n: 10, n: 20}\nmodels: [a]\n", "n"),
+        (
+            "grid.json",
+            '{"models": ["gpt2-1-1"], "train": {"device": "cpu", "device": "x"}}',
+            "device",
+        ),
+    ],
+    ids=["yaml", "yaml-nested", "json"],
+)
+def test_duplicate_keys_in_configs(tmp_path, name, content, key):
+    (tmp_path / name).write_text(content)
+    err = refused(tmp_path, "sweep", tmp_path / name, "--out", tmp_path / "s")
+    assert f"duplicate key '{key}'" in err
+
+
+def test_method_needs_quantize(tiny, tmp_path):
+    """--method chooses how to quantize: alone it would be silently ignored."""
+    for line in (["--method", "rtn"], ["--method", "gptq", "--quantize", "none"]):
+        before = tree_bytes(tiny)
+        err = refused(tmp_path, "eval", tiny / "run", "--device", "cpu", *line)
+        assert "--method" in err and "--quantize" in err
+        assert tree_bytes(tiny) == before
+
+
+def test_a_missing_tokenizer_file_is_named_as_such(tmp_path):
+    err = refused(
+        tmp_path,
+        "generate",
+        "bioS",
+        "--n",
+        10,
+        "--tokenizer",
+        "/nonexistent/tok.json",
+        "--out",
+        tmp_path / "x",
+    )
+    assert "/nonexistent/tok.json: file not found" in err
+
+
+def test_junk_fraction_names_its_range_one_way(tiny, tmp_path):
+    """Refused by the validation layer or by train, the range reads the same."""
+    base = ["train", "--data", tiny / "data", "--model", "gpt2-1-1", "--exposures", 1]
+    for value in ("1", "2", "-0.5"):
+        err = refused(tmp_path, *base, "--junk-fraction", value, "--out", tmp_path / "r")
+        assert "[0, 1)" in err, err
