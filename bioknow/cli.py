@@ -216,8 +216,16 @@ def run_summary(info: dict) -> str:
     ]
     if state.get("loss") is not None:
         lines.append(f"  loss         {state['loss']:.4f} (last logged)")
+    if state.get("finished"):
+        lines.append(f"  final loss   {final_loss(state)} (mean over the last 1% of steps)")
     reports = [report_line(name, report) for name, report in info["evals"].items()]
     reports += [probe_line(name, report) for name, report in info.get("probes", {}).items()]
+    names = [*info["evals"], *info.get("probes", {})]
+    stale = " -- STALE: measured other weights than the run's current ones; evaluate again"
+    reports = [
+        line + (stale if name in info["stale"] else "")
+        for name, line in zip(names, reports, strict=True)
+    ]
     for i, line in enumerate(reports or ["none yet (bioknow eval RUN)"]):
         lines.append(f"  {'reports' if i == 0 else '':12s} {line}")
     return "\n".join(lines + checksums(info.get("verified")))
@@ -251,6 +259,7 @@ def cmd_info(args) -> int:
         info = run_info(Path(args.dir), verify=args.verify)
         return answer(args, info, lambda: run_summary(info))
     manifest = dataset.read_manifest(args.dir)
+    dataset.check_consistent(args.dir, manifest)
     report = dict(manifest, path=str(args.dir))
     if args.verify:
         bad = dataset.verify(args.dir, manifest)
@@ -442,8 +451,15 @@ def train_summary(config: dict, state: dict, out: str) -> str:
     return (
         f"{config['model']['name']} on {config['variant']}(N={config['n']:,}) x "
         f"{config['exposures']} exposures: {config['steps']:,} steps, "
-        f"{state['tokens']:,} tokens, final loss {state['loss']:.4f} -> {out}"
+        f"{state['tokens']:,} tokens, final loss {final_loss(state)} -> {out}"
     )
+
+
+def final_loss(state: dict) -> str:
+    """The final loss (the mean over the last 1% of steps), or why there is none."""
+    if state.get("final_loss") is None:
+        return "n/a (a run made by an older bioknow)"
+    return f"{state['final_loss']:.4f}"
 
 
 # eval

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 import bioknow
-from bioknow import atomic, capacity, integrity, validate
+from bioknow import atomic, capacity, consistency, integrity, validate
 from bioknow import fields as fields_module
 from bioknow import tokenizer as tokenizers
 from bioknow.errors import InputError
@@ -456,6 +456,14 @@ def read_manifest(folder) -> dict:
     return manifest
 
 
+def check_consistent(folder, manifest: dict) -> None:
+    """The manifest's figures checked against its field lists and files (the fields
+    checked against the manifest first)."""
+    used = [r for r in manifest["files"] if r.startswith("fields/")]
+    check_files(folder, manifest, used)
+    consistency.check_dataset(folder, manifest, fields_module.load(Path(folder) / "fields"))
+
+
 def verify(folder, manifest: dict) -> list[str]:
     """Files whose size or checksum differs from the manifest (or that are missing)."""
     bad = []
@@ -502,12 +510,14 @@ class Dataset:
 
 
 def open_dataset(folder) -> Dataset:
-    """Open a dataset folder, its manifest, fields and tokenizer checked first; the
-    population is rebuilt from (seed, N, fields)."""
+    """Open a dataset folder, its manifest, fields and tokenizer checked first, the
+    manifest's figures against its files (`consistency.check_dataset`); the population is
+    rebuilt from (seed, N, fields)."""
     manifest = read_manifest(folder)
     used = [r for r in manifest["files"] if r.startswith("fields/") or r == "tokenizer.json"]
     check_files(folder, manifest, used)
     fields = fields_module.load(Path(folder) / "fields")
+    consistency.check_dataset(folder, manifest, fields)
     population = Population.build(fields, manifest["seed"], manifest["n"])
     tok = tokenizers.load(str(Path(folder) / "tokenizer.json"))
     return Dataset(Path(folder), manifest, fields, population, tok)

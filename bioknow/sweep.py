@@ -35,7 +35,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import yaml
 
-from bioknow import atomic, dataset, integrity, process, runfolder, track, validate
+from bioknow import atomic, consistency, dataset, integrity, process, runfolder, track, validate
 from bioknow.errors import InputError
 from bioknow.evaluate import mean_accuracy
 from bioknow.model import ModelConfig
@@ -291,9 +291,13 @@ def quantize_settings(config: dict) -> list[str]:
 
 
 def recorded(run: Path) -> dict:
-    """The files integrity.json records for a run ({} if it has none or a bad one)."""
+    """The files integrity.json records for a run ({} if it has none or a bad one), but
+    its stale reports (`runfolder.stale_reports`): the sweep evaluates again instead."""
     try:
-        return integrity.load_record(run) if (run / integrity.RECORD).is_file() else {}
+        if not (run / integrity.RECORD).is_file():
+            return {}
+        stale = runfolder.stale_reports(run)
+        return {k: v for k, v in integrity.load_record(run).items() if k not in stale}
     except InputError:
         return {}
 
@@ -353,6 +357,8 @@ def commands(point: Point, sweep: Path, config: dict) -> list[list[str]]:
                 train += [flag, str(value)]
     done = recorded(run)
     out = [] if "model.safetensors" in done else [train]
+    if out:  # training moves the weights on: a report of the present ones would be stale
+        done = {}
     evaluation = config.get("eval") or {}
     for q in quantize_settings(config):
         if report_of(point, config, q) not in done:
@@ -448,12 +454,13 @@ def run_columns(run: Path, report: str) -> dict:
         state = runfolder.read_state(run)
         seconds = state.get("seconds")
         out.update(
-            final_loss=state.get("loss"),
+            final_loss=state.get("final_loss"),  # the mean over the last 1% of steps
             wall_s=seconds,
             tokens_per_s=state["tokens"] / seconds if seconds else None,
         )
     if report in recorded(run):
         evaluation = integrity.read_run_json(run, report)
+        consistency.check_report(run / report, evaluation, config["params"]["P"])
         if (evaluation["people"] < evaluation["N"]) != ("-people" in report):
             raise InputError(
                 f"{run / report}: holds {evaluation['people']} of {evaluation['N']} people, "
@@ -466,6 +473,8 @@ def run_columns(run: Path, report: str) -> dict:
                         out[f"{attribute}_{figure}"] = number
             elif key == "before":
                 out.update({f"{k}_before": v for k, v in value.items()})
+            elif key == "weights":
+                out["weights_sha256"] = value["sha256"]
             elif isinstance(value, (int, float, str)) and key not in out:
                 out[key] = value
             elif isinstance(value, list) and key.endswith("_ci95"):

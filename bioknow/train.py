@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from bioknow import atomic, integrity, recipe, runfolder, track, validate
+from bioknow import atomic, consistency, integrity, recipe, runfolder, track, validate
 from bioknow import tokenizer as tokenizers
 from bioknow.dataset import Dataset, open_dataset, versions
 from bioknow.errors import InputError
@@ -50,6 +50,15 @@ PRECISIONS = ("bf16", "float32")
 # 10-30 s to compile: by default only runs of at least this many steps compile.
 CPU_COMPILE_STEPS = 2000
 DEFAULTS = {"seed": 0, "log_every": 50, "checkpoint_every": 1000}
+# The final loss: the token-weighted mean training loss over the last 1% of the steps (at
+# least one), summed inside the step loop and checkpointed, so neither --log-every nor an
+# interruption changes it.
+FINAL_SHARE = 0.01
+
+
+def final_steps_from(steps: int) -> int:
+    """The first step (0-based) whose loss counts towards the final loss."""
+    return steps - max(1, math.ceil(steps * FINAL_SHARE))
 
 
 def default_precision(device: torch.device) -> str:
@@ -244,7 +253,8 @@ def optimizer_step(
 
 
 def pending_loss(loss_sum: torch.Tensor, counted: int, where: Placement) -> list:
-    """The loss sum and token count not yet in a metrics line, over all ranks."""
+    """A loss sum and its token count (the loss not yet in a metrics line, or that of the
+    final steps), over all ranks."""
     both = torch.tensor([float(loss_sum), counted], dtype=torch.float64, device=where.device)
     if where.world > 1:
         dist.all_reduce(both)
@@ -293,6 +303,7 @@ def fresh_state() -> dict:
         "junk_tokens": 0,
         "finished": False,
         "loss": None,
+        "final_loss": None,
     }
 
 
@@ -502,6 +513,12 @@ class Trainer:
         pending = state.get("pending", [0.0, 0]) if where.writer else [0.0, 0]
         self.loss_sum = torch.tensor(pending[0], dtype=torch.float32, device=where.device)
         self.meter = Meter(counted=pending[1], seen=seen(state))
+        # the loss of the final steps (FINAL_SHARE), carried through checkpoints the same way
+        final = state.get("final_sum", [0.0, 0]) if where.writer else [0.0, 0]
+        self.final_from = final_steps_from(config["steps"])
+        self.final_known = "final_sum" in state or state["step"] <= self.final_from
+        self.final_sum = torch.tensor(final[0], dtype=torch.float64, device=where.device)
+        self.final_counted = final[1]
         self.metrics = runfolder.MetricsLog(run, state) if where.writer else None
         self.tracker = (
             track.open_tracker(run, config, self.start_step) if where.writer else track.Tracker()
@@ -520,7 +537,10 @@ class Trainer:
         loss = optimizer_step(self.model, self.opt, ready.x, ready.y, lr, scale, bf16=self.bf16)
         if ready.mine:  # a rank's rows of a last batch may hold no target: its loss is nan
             self.loss_sum += loss * ready.mine
+            if step >= self.final_from:
+                self.final_sum += loss.double() * ready.mine
         self.meter.counted += ready.mine
+        self.final_counted += ready.mine if step >= self.final_from else 0
         junk = int(batch.lengths[batch.junk].sum()) if batch.junk is not None else 0
         self.state.update(
             step=step + 1,
@@ -561,8 +581,13 @@ class Trainer:
         state = self.state
         state["finished"] = finished
         state["pending"] = pending_loss(self.loss_sum, self.meter.counted, self.where)
+        state["final_sum"] = pending_loss(self.final_sum, self.final_counted, self.where)
         if not math.isfinite(state["pending"][0]) or not finite_weights(self.raw):
             raise not_finite(self.run, "loss or weights became non-finite", state["step"])
+        total, counted = state["final_sum"]
+        known = finished and self.final_known and counted > 0
+        state["final_loss"] = total / counted if known else None
+        state["trained_with"] = consistency.trained_with(self.config)
         if self.where.writer:
             self.metrics.mark(state)
             runfolder.save_checkpoint(self.run, self.raw, self.opt, state)
@@ -628,4 +653,9 @@ def load_run(run, device="cpu") -> tuple[dict, Transformer, dict]:
     weights = runfolder.weights_file(run)
     runfolder.load_weights(model, weights)
     state = runfolder.read_state(run)
+    if weights.name == "model.safetensors" and weights.parent == run and not state["finished"]:
+        raise InputError(
+            f"{weights}: final weights, but the run's latest checkpoint (step "
+            f"{state['step']}) is not finished"
+        )
     return config, model.to(device).eval(), state

@@ -108,6 +108,52 @@ def test_an_interrupted_point_resumes(tmp_path):
     assert "--resume" in (out / "logs" / f"{point.id}.log").read_text()
 
 
+def test_a_report_of_earlier_weights_is_evaluated_again(tmp_path):
+    """A point evaluated by hand mid-training: the sweep resumes it and evaluates it
+    again; its row holds the final weights' R, never the stale one."""
+    config = write(tmp_path, {**GRID, "models": ["gpt2-1-1"]})
+    point = sweep.points(sweep.load_config(config))[0]
+    out = tmp_path / "s"
+    (out / "data").mkdir(parents=True)
+    from bioknow import dataset, evaluate, runfolder
+
+    dataset.generate("bioS-simple", 30, 0, out / "data" / point.data_id, sample=0)
+    run = out / "runs" / point.id
+    train.train(str(out / "data" / point.data_id), "gpt2-1-1", 2, run, device="cpu", stop_after=3)
+    early = evaluate.evaluate_run(run, device="cpu")
+    rows = sweep.run_sweep(config, out)
+    report = integrity.read_run_json(run, "eval.json")
+    assert report["weights"] == runfolder.weights_digest(run) != early["weights"]
+    assert report["step"] == rows[0]["steps"] and report["R"] != early["R"]
+    assert rows[0]["status"] == "done" and rows[0]["R"] == report["R"]
+    assert rows[0]["weights_sha256"] == report["weights"]["sha256"]
+    assert rows[0]["final_loss"] == runfolder.read_state(run)["final_loss"] is not None
+
+
+def results_table(sweep_dir, out):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "results-table.py"
+    return subprocess.run(
+        [sys.executable, str(script), str(sweep_dir), str(out)], capture_output=True, text=True
+    )
+
+
+def test_the_results_table_refuses_a_stale_report(done, tmp_path):
+    done_table = results_table(done / "s", tmp_path / "table.csv")
+    assert done_table.returncode == 0, done_table.stderr
+    assert len((tmp_path / "table.csv").read_text().splitlines()) == 3
+    sweep_dir = tmp_path / "s"
+    shutil.copytree(done / "s", sweep_dir)
+    csv = (sweep_dir / "runs.csv").read_text()
+    sha = integrity.read_run_json(next((sweep_dir / "runs").iterdir()), "eval.json")
+    (sweep_dir / "runs.csv").write_text(csv.replace(sha["weights"]["sha256"], "0" * 64))
+    stale = results_table(sweep_dir, tmp_path / "stale.csv")
+    assert stale.returncode == 2 and len(stale.stderr.strip().splitlines()) == 1, stale.stderr
+    assert "stale" in stale.stderr and not (tmp_path / "stale.csv").exists()
+
+
 def test_failed_points_are_retried_once_then_reported(tmp_path):
     # a prefix the tokenizer already has: train refuses it once it has read the dataset
     train_options = {"device": "cpu", "useful_prefix": "<|endoftext|>"}
