@@ -717,6 +717,11 @@ def sweep_parser(commands) -> None:
         help="runs at once on the CPU, each with an equal share of the cores (default 1)",
     )
     p.add_argument(
+        "--max-points",
+        help="the most points a grid may have (default 10,000): a grid is counted before "
+        "it is expanded, and a bigger one refused",
+    )
+    p.add_argument(
         "--status",
         action="store_true",
         help="show each point of the sweep folder given: done, running, queued, interrupted, "
@@ -775,7 +780,14 @@ def cmd_sweep(args) -> int:
     elif given or args.no_wait:
         option = next(iter(given), "no_wait").replace("_", "-")
         raise InputError(f"--{option} is an option of --launcher slurm")
-    rows = sweep.run_sweep(args.config, args.out, **placement, progress=True, launcher=launcher)
+    rows = sweep.run_sweep(
+        args.config,
+        args.out,
+        **placement,
+        progress=True,
+        launcher=launcher,
+        max_points=args.max_points,
+    )
     failed = any(r["status"] == "failed" for r in rows)
     waiting = launcher is not None and not launcher.wait
     return answer(args, rows, lambda: sweep_summary(rows, args.out, waiting), 1 if failed else 0)

@@ -38,6 +38,7 @@ import yaml
 from bioknow import atomic, consistency, dataset, integrity, process, runfolder, track, validate
 from bioknow.errors import InputError
 from bioknow.evaluate import mean_accuracy
+from bioknow.grid import MAX_POINTS, check_size, count_points
 from bioknow.model import ModelConfig
 from bioknow.progress import Progress
 
@@ -216,23 +217,27 @@ def load_config(path) -> dict:
     return config
 
 
-def points(config: dict) -> list[Point]:
-    """Every point of the grid, with a readable, unique id; the config is checked first."""
+def point_of(data: dict, model: str, exposures: int, seed: int, rec: dict) -> Point:
+    """A point of the grid, with its readable id."""
+    point = Point("", data, model, exposures, seed, rec)
+    extra = "".join(
+        f"-{k}{v:g}" if isinstance(v, float) else f"-{k}{v}" for k, v in sorted(rec.items())
+    )
+    point.id = f"{point.data_id}__{model}__e{point.exposures}__seed{seed}{extra}"
+    return point
+
+
+def points(config: dict, progress: bool = False) -> list[Point]:
+    """Every point of the grid, with a readable, unique id; the config is checked first.
+    `progress`: show how far the expansion of a grid of more than MAX_POINTS got."""
     checked = check_config(config)
+    keys = ("datasets", "models", "exposures", "seeds", "recipe")
+    total = count_points(config)
     out = []
-    for data, model, exposures, seed, rec in itertools.product(
-        checked["datasets"],
-        checked["models"],
-        checked["exposures"],
-        checked["seeds"],
-        checked["recipe"],
-    ):
-        point = Point("", data, model, exposures, seed, rec)
-        extra = "".join(
-            f"-{k}{v:g}" if isinstance(v, float) else f"-{k}{v}" for k, v in sorted(rec.items())
-        )
-        point.id = f"{point.data_id}__{model}__e{point.exposures}__seed{seed}{extra}"
-        out.append(point)
+    with Progress(total, "grid", "point", enabled=progress and total > MAX_POINTS) as bar:
+        for combo in itertools.product(*(checked[key] for key in keys)):
+            out.append(point_of(*combo))
+            bar.update(1)
     if len({p.id for p in out}) != len(out):
         raise InputError("sweep config: the grid repeats a point")
     return out
@@ -598,20 +603,20 @@ def run_sweep(
     progress: bool = False,
     cpu_slots: int = 1,
     launcher=None,
+    max_points: int | None = None,
 ) -> list[dict]:
     """Run (or continue) the sweep of `config_path` (a YAML or JSON file, or the grid as
-    a mapping) in `out`; return the results rows. `launcher`: None runs the points on
-    this machine; else an object that runs them elsewhere (a `bioknow.slurm.Launcher`
-    submits them to Slurm): `launcher.check(config)` refuses what does not fit before
-    anything is written, and `launcher(grid, pending, sweep, config, bar)` returns every
-    point's (status, error)."""
-    validate.check(
-        validate.SWEEP,
-        {"out": out, "device": device, "per_gpu": per_gpu, "cpu_slots": cpu_slots},
-        "--",
-    )
+    a mapping) in `out`; return the results rows. A grid of more than `max_points`
+    points (default `grid.MAX_POINTS`) is refused, counted before it is expanded.
+    `launcher`: None runs the points on this machine; else an object that runs them
+    elsewhere (a `bioknow.slurm.Launcher` submits them to Slurm): `launcher.check(config)`
+    refuses what does not fit before anything is written, and
+    `launcher(grid, pending, sweep, config, bar)` returns every point's (status, error)."""
+    placement = {"out": out, "device": device, "per_gpu": per_gpu, "cpu_slots": cpu_slots}
+    checked = validate.check(validate.SWEEP, {**placement, "max_points": max_points}, "--")
     raw = load_config(config_path)
-    grid = points(raw)
+    check_size(raw, checked["max_points"])
+    grid = points(raw, progress)
     config = check_config(raw)
     sweep = Path(out)
     previous = sweep / "sweep.json"

@@ -5,8 +5,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import run_cli
 
 from bioknow import cli, integrity, sweep, train
+from bioknow import grid as grid_size
 from bioknow.errors import InputError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "scripts" / "sweep-cpu.yaml"
@@ -261,3 +263,34 @@ def test_slots_group_the_gpus_of_a_point(monkeypatch):
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4,5", "4,5", "6,7", "6,7"]
     with pytest.raises(InputError, match="gpus_per_point is 8"):
         sweep.slots("cuda", per_gpu=1, gpus_per_point=8)
+
+
+def test_a_huge_grid_is_counted_and_refused_before_it_is_expanded(tmp_path, monkeypatch, capsys):
+    """About 16 million points: refused at once with the count, nothing written, no
+    point expanded or checked; --max-points raises the limit, and the expansion of a
+    big grid shows its progress."""
+    huge = {
+        **GRID,
+        "models": ["gpt2-1-1"] * 16,
+        "exposures": list(range(1, 101)),
+        "seeds": list(range(100)),
+        "recipe": {"lr": [1e-3] * 10, "wd": [0.01] * 10, "warmup": list(range(100))},
+    }  # 16 x 100 x 100 x 10,000 = 1.6e9 points
+    config = write(tmp_path, huge)
+    monkeypatch.setattr(sweep, "check_config", lambda c: pytest.fail("expanded"))
+    status, _, err = run_cli("sweep", config, "--out", tmp_path / "s")
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert "1,600,000,000 points" in err and "--max-points" in err
+    assert not (tmp_path / "s").exists()
+    monkeypatch.undo()
+    datasets = [{"variant": "bioS-simple", "n": [30, 40]}, {"variant": "bioS", "n": 30}]
+    small = {**GRID, "datasets": datasets, "seeds": [0, 1], "recipe": {"lr": [1e-3, 2e-3]}}
+    assert grid_size.count_points(small) == len(sweep.points(small)) == 3 * 2 * 2 * 2
+    big = {**GRID, "models": ["gpt2-1-1"], "seeds": list(range(30))}
+    monkeypatch.setattr(grid_size, "MAX_POINTS", 10)
+    monkeypatch.setattr(sweep, "MAX_POINTS", 10)
+    status, _, err = run_cli("sweep", write(tmp_path, big), "--out", tmp_path / "s")
+    assert status == 2 and "30 points, more than the limit of 10" in err
+    monkeypatch.setenv("BIOKNOW_PROGRESS_SECONDS", "0")
+    assert len(sweep.points(big, progress=True)) == 30
+    assert "grid: 30 of 30 points (100.0%)" in capsys.readouterr().err
