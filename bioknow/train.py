@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from bioknow import atomic, consistency, integrity, recipe, runfolder, track, validate
+from bioknow import atomic, consistency, integrity, ranks, recipe, runfolder, track, validate
 from bioknow import tokenizer as tokenizers
 from bioknow.dataset import Dataset, open_dataset, versions
 from bioknow.errors import InputError
@@ -309,7 +309,7 @@ def fresh_state() -> dict:
 
 def begin(run: Path, config: dict, overwrite: bool) -> None:
     """Make the run folder (its lock held): clear an old run it replaces, write config.json
-    and start integrity.json."""
+    and start integrity.json; say how the run was set up."""
     if any(p.name != "lock" for p in run.iterdir()):
         if not overwrite:
             raise InputError(f"{run}: folder exists and is not empty (use --overwrite)")
@@ -317,6 +317,7 @@ def begin(run: Path, config: dict, overwrite: bool) -> None:
             if p.name != "lock":
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     integrity.write_run_json(run, "config.json", config)
+    announce(config, run)
 
 
 def reopen(run: Path, where: Placement):
@@ -325,9 +326,7 @@ def reopen(run: Path, where: Placement):
     ds = open_run_dataset(config)
     checkpoint = latest_checkpoint(run)
     state = runfolder.read_state(run, checkpoint) if checkpoint else fresh_state()
-    if where.writer:
-        for folder in (run, run / "checkpoints"):
-            atomic.clean_stale(folder)
+    ranks.on_writer(where, lambda: [atomic.clean_stale(f) for f in (run, run / "checkpoints")])
     return config, ds, checkpoint, state
 
 
@@ -406,23 +405,21 @@ def train(
             data, model_name, options["exposures"], options, where.device, where.world
         )
         config["tracker"] = track.settings(options.get("tracker"), run)
-    with RunLock(run) if where.writer else nullcontext():
+    # rank 0 alone holds the lock and writes; every rank learns at once if that fails
+    with ranks.on_writer(where, RunLock(run).acquire) or nullcontext():
         if resume:
             config, ds, checkpoint, state = reopen(run, where)
         else:
             checkpoint, state = None, fresh_state()
-            if where.writer:
-                begin(run, config, overwrite)
-                announce(config, run)
+            ranks.on_writer(where, lambda: begin(run, config, overwrite))
         if state["finished"]:
-            if where.writer:
-                runfolder.ensure_finished(run)
+            ranks.on_writer(where, lambda: runfolder.ensure_finished(run))
             return state
         if resume:
             stream = training_stream(config, ds)
         state = loop(run, config, stream, checkpoint, state, where, stop_after, progress)
-        if state["finished"] and where.writer:
-            runfolder.finish(run)
+        if state["finished"]:
+            ranks.on_writer(where, lambda: runfolder.finish(run))
     if where.world > 1:
         dist.barrier()
     return state
@@ -519,13 +516,26 @@ class Trainer:
         self.final_known = "final_sum" in state or state["step"] <= self.final_from
         self.final_sum = torch.tensor(final[0], dtype=torch.float64, device=where.device)
         self.final_counted = final[1]
-        self.metrics = runfolder.MetricsLog(run, state) if where.writer else None
-        self.tracker = (
-            track.open_tracker(run, config, self.start_step) if where.writer else track.Tracker()
+        self.metrics, self.tracker = ranks.on_writer(where, self.open_logs) or (
+            None,
+            track.Tracker(),
         )
         self.started = time.perf_counter()
         show = progress and where.writer
         self.bar = Progress(config["steps"], "train", "step", initial=self.start_step, enabled=show)
+
+    def open_logs(self) -> tuple:
+        """The metrics log and the tracker (the writing rank's)."""
+        metrics = runfolder.MetricsLog(self.run, self.state)
+        return metrics, track.open_tracker(self.run, self.config, self.start_step)
+
+    def write_log(self, line: dict) -> None:
+        self.metrics.append(line)
+        self.tracker.log(line)
+
+    def write_checkpoint(self) -> None:
+        self.metrics.mark(self.state)
+        runfolder.save_checkpoint(self.run, self.raw, self.opt, self.state)
 
     def step(self, ready: Ready) -> None:
         """One optimizer step on a batch (at the schedule's learning rate); the state moves
@@ -556,9 +566,7 @@ class Trainer:
         line = self.meter.line(
             self.run, self.loss_sum, self.state, self.opt, self.where, self.started
         )
-        if self.metrics is not None:
-            self.metrics.append(line)
-            self.tracker.log(line)
+        ranks.on_writer(self.where, lambda: self.write_log(line))
         rate = f"{line['tokens_per_s']:,.0f}"
         self.bar.set_postfix(**{"loss": f"{self.state['loss']:.4f}", "tokens/s": rate})
 
@@ -588,9 +596,7 @@ class Trainer:
         known = finished and self.final_known and counted > 0
         state["final_loss"] = total / counted if known else None
         state["trained_with"] = consistency.trained_with(self.config)
-        if self.where.writer:
-            self.metrics.mark(state)
-            runfolder.save_checkpoint(self.run, self.raw, self.opt, state)
+        ranks.on_writer(self.where, self.write_checkpoint)
 
     def close(self) -> None:
         self.bar.close()

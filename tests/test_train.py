@@ -271,3 +271,42 @@ def test_final_loss_is_the_training_s_not_the_logging_s(data, tmp_path, monkeypa
     assert part["final_loss"] is None
     done = train.train(None, None, None, tmp_path / "part", resume=True, device="cpu")
     assert done["final_loss"] == whole["final_loss"] != every["final_loss"]
+
+
+def test_a_failure_of_rank_0_alone_stops_every_rank(data, tmp_path):
+    """torchrun, 2 CPU ranks on gloo: the run's lock is held by another process, which
+    rank 0 alone sees (it alone takes the lock). Every rank learns of it and stops with
+    rank 0's message and exit status 2, instead of waiting in its next collective."""
+    import fcntl
+    import time
+
+    out = tmp_path / "r"
+    run(data / "bioS-simple", out, exposures=1, stop_after=1)
+    holder = os.open(out / "lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another process's lock, as rank 0 finds it
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd = [*torchrun, "--nproc_per_node=2", "-m", "bioknow", "train", "--resume", "--out", out]
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [str(c) for c in cmd],
+            env=dict(os.environ, OMP_NUM_THREADS="1"),
+            capture_output=True,
+            text=True,
+            timeout=300,  # far below gloo's 30-minute collective timeout
+        )
+    finally:
+        os.close(holder)
+    lines = [x for x in done.stderr.splitlines() if x.startswith("bioknow: error:")]
+    assert len(lines) == 2, done.stderr[-3000:]
+    assert "in use by process" in lines[0] or "in use by process" in lines[1]
+    assert any("rank 0 failed, so rank 1 stops" in x for x in lines), lines
+    assert done.stderr.count("exitcode  : 2") == 2, done.stderr[-3000:]  # both, by themselves
+    assert time.monotonic() - started < 300
+    assert runfolder_step(out) == 1  # nothing written
+
+
+def runfolder_step(out) -> int:
+    from bioknow import runfolder
+
+    return runfolder.read_state(out)["step"]
