@@ -247,8 +247,16 @@ def run_summary(info: dict) -> str:
     ]
     if state.get("loss") is not None:
         lines.append(f"  loss         {state['loss']:.4f} (last logged)")
+    if state.get("finished"):
+        lines.append(f"  final loss   {final_loss(state)} (mean over the last 1% of steps)")
     reports = [report_line(name, report) for name, report in info["evals"].items()]
     reports += [probe_line(name, report) for name, report in info.get("probes", {}).items()]
+    names = [*info["evals"], *info.get("probes", {})]
+    stale = " -- STALE: measured other weights than the run's current ones; evaluate again"
+    reports = [
+        line + (stale if name in info["stale"] else "")
+        for name, line in zip(names, reports, strict=True)
+    ]
     for i, line in enumerate(reports or ["none yet (bioknow eval RUN)"]):
         lines.append(f"  {'reports' if i == 0 else '':12s} {line}")
     return "\n".join(lines + checksums(info.get("verified")))
@@ -282,6 +290,7 @@ def cmd_info(args) -> int:
         info = run_info(Path(args.dir), verify=args.verify)
         return answer(args, info, lambda: run_summary(info))
     manifest = dataset.read_manifest(args.dir)
+    dataset.check_consistent(args.dir, manifest)
     report = dict(manifest, path=str(args.dir))
     if args.verify:
         bad = dataset.verify(args.dir, manifest)
@@ -475,8 +484,15 @@ def train_summary(config: dict, state: dict, out: str) -> str:
     return (
         f"{config['model']['name']} on {config['variant']}(N={config['n']:,}) x "
         f"{config['exposures']} exposures: {config['steps']:,} steps, "
-        f"{state['tokens']:,} tokens, final loss {state['loss']:.4f} -> {out}"
+        f"{state['tokens']:,} tokens, final loss {final_loss(state)} -> {out}"
     )
+
+
+def final_loss(state: dict) -> str:
+    """The final loss (the mean over the last 1% of steps), or why there is none."""
+    if state.get("final_loss") is None:
+        return "n/a (a run made by an older bioknow)"
+    return f"{state['final_loss']:.4f}"
 
 
 # eval
@@ -769,6 +785,11 @@ def sweep_parser(commands) -> None:
         help="runs at once on the CPU, each with an equal share of the cores (default 1)",
     )
     p.add_argument(
+        "--max-points",
+        help="the most points a grid may have (default 10,000): a grid is counted before "
+        "it is expanded, and a bigger one refused",
+    )
+    p.add_argument(
         "--status",
         action="store_true",
         help="show each point of the sweep folder given: done, running, queued, interrupted, "
@@ -827,7 +848,14 @@ def cmd_sweep(args) -> int:
     elif given or args.no_wait:
         option = next(iter(given), "no_wait").replace("_", "-")
         raise InputError(f"--{option} is an option of --launcher slurm")
-    rows = sweep.run_sweep(args.config, args.out, **placement, progress=True, launcher=launcher)
+    rows = sweep.run_sweep(
+        args.config,
+        args.out,
+        **placement,
+        progress=True,
+        launcher=launcher,
+        max_points=args.max_points,
+    )
     failed = any(r["status"] == "failed" for r in rows)
     waiting = launcher is not None and not launcher.wait
     return answer(args, rows, lambda: sweep_summary(rows, args.out, waiting), 1 if failed else 0)

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 import bioknow
-from bioknow import atomic, capacity, integrity, ownership, validate
+from bioknow import atomic, capacity, consistency, integrity, ownership, validate
 from bioknow import fields as fields_module
 from bioknow import tokenizer as tokenizers
 from bioknow.errors import InputError
@@ -521,6 +521,14 @@ def read_manifest(folder) -> dict:
     return manifest
 
 
+def check_consistent(folder, manifest: dict) -> None:
+    """The manifest's figures checked against its field lists and files (the fields
+    checked against the manifest first)."""
+    used = [r for r in manifest["files"] if r.startswith("fields/")]
+    check_files(folder, manifest, used)
+    consistency.check_dataset(folder, manifest, fields_module.load(Path(folder) / "fields"))
+
+
 def verify(folder, manifest: dict) -> list[str]:
     """Files whose size or checksum differs from the manifest (or that are missing)."""
     bad = []
@@ -570,8 +578,9 @@ class Dataset:
 
 
 def open_dataset(folder) -> Dataset:
-    """Open a dataset folder, its manifest, fields and tokenizer checked first; the
-    population is rebuilt from (seed, N, fields)."""
+    """Open a dataset folder, its manifest, fields and tokenizer checked first, the
+    manifest's figures against its files (`consistency.check_dataset`); the population is
+    rebuilt from (seed, N, fields)."""
     manifest = read_manifest(folder)
     used = [r for r in manifest["files"] if r.startswith("fields/") or r == "tokenizer.json"]
     check_files(folder, manifest, used)
@@ -580,5 +589,6 @@ def open_dataset(folder) -> Dataset:
         sequences = Sequences(manifest["seed"], manifest["n"])
         return Dataset(Path(folder), manifest, None, sequences, tok)
     fields = fields_module.load(Path(folder) / "fields")
+    consistency.check_dataset(folder, manifest, fields)
     population = Population.build(fields, manifest["seed"], manifest["n"])
     return Dataset(Path(folder), manifest, fields, population, tok)

@@ -287,8 +287,9 @@ def evaluate_run(
     after (`method`: gptq, the default, or rtn; given only with `quantize`). Writes the
     report to the run folder under a name saying what it is (`runfolder.report_name`:
     eval.json, eval-people20-seed0.json, eval-int8.json, ...), recorded in its
-    integrity.json. `eval_batch`: biographies per forward pass. `compile`: torch.compile
-    the scorer (default: on CUDA)."""
+    integrity.json with the digest of the weights it measured. `eval_batch`: biographies
+    per forward pass. `compile`: torch.compile the scorer (default: on CUDA)."""
+    from bioknow import runfolder
     from bioknow.process import RunLock
     from bioknow.runfolder import read_config, report_name
     from bioknow.train import load_run, open_run_dataset, run_table
@@ -321,6 +322,7 @@ def evaluate_run(
         args["run"] = str(run)
         report = evaluate_model(model, config, state, ds, table, args, device, progress)
         report["report"] = name
+        report["weights"] = runfolder.weights_digest(run)  # what it measured (stale after)
         check_finite(report, str(run))
         integrity.write_run_json(run, name, report)
         accuracy = mean_accuracy(report["attributes"])

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bioknow import evaluate, integrity, keyed, recipe, train, validate
+from bioknow import evaluate, integrity, keyed, recipe, runfolder, train, validate
 from bioknow import tokenizer as tokenizers
 from bioknow.errors import InputError
 from bioknow.feed import IGNORE, targets_of
@@ -290,6 +290,7 @@ def probe_run(run, progress: bool = False, **options) -> dict:
             },
             **summary(hits, qa, options["seed"]),
             "report": name,
+            "weights": runfolder.weights_digest(run),  # what it measured (stale after)
         }
         evaluate.check_finite(report, str(run))
         integrity.write_run_json(run, name, report)

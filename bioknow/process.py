@@ -78,7 +78,7 @@ class RunLock:
             self.fd = None
 
     def __enter__(self) -> "RunLock":
-        return self.acquire()
+        return self if self.fd is not None else self.acquire()  # acquired already, or now
 
     def __exit__(self, *exc) -> None:
         self.release()

@@ -5,7 +5,6 @@
     RUN/integrity.json                    size and SHA-256 of every file below but metrics
     RUN/lock                              the pid of the process writing the run
     RUN/checkpoints/step-NNNNNNNN/        model.safetensors, optimizer.pt, state.json
-    RUN/checkpoints/latest                the name of the newest complete checkpoint
     RUN/model.safetensors                 the final weights
     RUN/metrics.jsonl                     step, tokens, loss, lr, tokens/s; appended
     RUN/eval*.json                        evaluation reports, named by what they are
@@ -13,10 +12,13 @@
 
 Every file but metrics.jsonl is recorded in integrity.json when written and checked
 against it when read; a checkpoint's state records the size and SHA-256 of metrics.jsonl
-so far. A checkpoint is written under a temporary name, renamed, recorded,
-then `latest` moves to it: a run killed at any point resumes from a complete, recorded
-checkpoint. Finishing (copying the last checkpoint's weights to RUN/model.safetensors)
-is idempotent, and `--resume` of a finished run completes it.
+so far and the settings it was trained with. A checkpoint is written under a temporary
+name, renamed, then recorded: the newest checkpoint is the one integrity.json records with
+the highest step (the record is the run's progress pointer, nothing beside it), so a run
+killed at any point resumes from a complete, recorded checkpoint. Finishing (copying the
+last checkpoint's weights to RUN/model.safetensors) is idempotent, and `--resume` of a
+finished run completes it. Every report records the digest of the weights it measured:
+once the run trains on, the report is stale (`stale_reports`).
 """
 
 import hashlib
@@ -33,7 +35,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from bioknow import atomic, integrity
+from bioknow import atomic, consistency, integrity
 from bioknow.errors import InputError
 
 FILES = ("model.safetensors", "optimizer.pt", "state.json")
@@ -78,16 +80,16 @@ def is_report(name: str) -> bool:
 
 
 def latest_checkpoint(run: Path) -> Path | None:
-    """The newest complete checkpoint (None before the first); a `latest` that points
-    nowhere is an InputError naming it."""
-    pointer = Path(run) / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return None
-    name = integrity.read_bytes(pointer).decode("utf-8", errors="replace").strip()
-    folder = Path(run) / "checkpoints" / name
-    if not STEP.fullmatch(name) or not folder.is_dir():
-        raise InputError(f"{pointer}: points to {name!r}, which is not a checkpoint")
-    return folder
+    """The newest complete checkpoint (None before the first): the highest step whose
+    files integrity.json records, all of them. The sealed record alone says how far a run
+    got; a file beside it (an older bioknow's `checkpoints/latest`) is never read."""
+    steps: dict[str, set] = {}
+    for name in integrity.load_record(run):
+        parts = name.split("/")
+        if len(parts) == 3 and parts[0] == "checkpoints" and STEP.fullmatch(parts[1]):
+            steps.setdefault(parts[1], set()).add(parts[2])
+    complete = sorted(step for step, files in steps.items() if files >= set(FILES))
+    return Path(run) / "checkpoints" / complete[-1] if complete else None
 
 
 def rel(path: Path, run: Path) -> str:
@@ -100,8 +102,8 @@ def fsync(path: Path) -> None:
 
 
 def save_checkpoint(run: Path, model, opt, state: dict) -> None:
-    """Write a complete checkpoint under a temporary name, rename it, record its digests,
-    point `latest` at it, then drop older ones."""
+    """Write a complete checkpoint under a temporary name, rename it, record its digests
+    (from then on it is the newest), then drop older ones."""
     folder = run / "checkpoints"
     name = f"step-{state['step']:08d}"
     tmp = atomic.temp_path(folder / name)
@@ -117,7 +119,7 @@ def save_checkpoint(run: Path, model, opt, state: dict) -> None:
     shutil.rmtree(folder / name, ignore_errors=True)
     os.replace(tmp, folder / name)
     integrity.update_record(run, add=digests)
-    atomic.write_bytes(folder / "latest", name.encode())
+    (folder / "latest").unlink(missing_ok=True)  # an older bioknow's pointer, now stale
     old = [p for p in folder.glob("step-*") if p.name != name]
     integrity.update_record(run, remove=[f"checkpoints/{p.name}/{f}" for p in old for f in FILES])
     for p in old:
@@ -265,26 +267,60 @@ def not_a_run(folder: Path) -> None:
 
 
 def read_state(run: Path, checkpoint: Path | None = None) -> dict:
-    """The state of the latest checkpoint (step 0 before the first), checked."""
+    """The state of the latest checkpoint (step 0 before the first), checked, and
+    checked against config.json (`consistency.check_state`)."""
     checkpoint = checkpoint or latest_checkpoint(run)
     if checkpoint is None:
         return {"step": 0, "finished": False, "loss": None}
-    return integrity.read_run_json(run, rel(checkpoint, run) + "/state.json")
+    state = integrity.read_run_json(run, rel(checkpoint, run) + "/state.json")
+    consistency.check_state(run, read_config(run), state)
+    return state
+
+
+def weights_rel(run: Path) -> str:
+    """The run's current weights, as a path in the run: the final weights if recorded,
+    else the latest checkpoint's."""
+    if "model.safetensors" in integrity.load_record(run):
+        return "model.safetensors"
+    checkpoint = latest_checkpoint(run)
+    if checkpoint is None:
+        raise InputError(f"{run}: no weights yet (no checkpoint)")
+    return rel(checkpoint, run) + "/model.safetensors"
 
 
 def weights_file(run: Path) -> Path:
     """The final weights if recorded, else the latest checkpoint's, checked."""
-    if "model.safetensors" in integrity.load_record(run):
-        return integrity.check_run_file(run, "model.safetensors")
-    checkpoint = latest_checkpoint(run)
-    if checkpoint is None:
-        raise InputError(f"{run}: no weights yet (no checkpoint)")
-    return integrity.check_run_file(run, rel(checkpoint, run) + "/model.safetensors")
+    return integrity.check_run_file(run, weights_rel(run))
+
+
+def weights_digest(run: Path) -> dict:
+    """What a report records of the weights it measured: their file and SHA-256 (the
+    digest integrity.json holds for them)."""
+    name = weights_rel(run)
+    return {"file": name, "sha256": integrity.covered(run, name)["sha256"]}
+
+
+def stale_reports(run: Path) -> list[str]:
+    """The run's evaluation and probe reports that did not measure its current weights
+    (the run trained on since) or do not say which they measured (an older bioknow's):
+    `info` marks them, a sweep evaluates again instead of using them."""
+    files = integrity.load_record(run)
+    names = [name for name in files if is_report(name) or is_probe(name)]
+    try:
+        current = weights_digest(run)["sha256"]
+    except InputError:
+        return names
+    out = []
+    for name in names:
+        weights = integrity.read_run_json(run, name).get("weights")
+        if not isinstance(weights, dict) or weights.get("sha256") != current:
+            out.append(name)
+    return out
 
 
 def verify_files(run: Path) -> dict:
-    """Check every file of a run: the record, each recorded file, `latest` and the
-    metrics; a summary, or an InputError naming the first bad file."""
+    """Check every file of a run: the record, each recorded file, the latest checkpoint
+    and the metrics; a summary, or an InputError naming the first bad file."""
     run = Path(run)
     files = integrity.load_record(run)
     integrity.covered(run, "config.json")
@@ -301,7 +337,8 @@ def verify_files(run: Path) -> dict:
 def info(run, verify: bool = False) -> dict:
     """What a run folder holds: its config, how far it got (the latest state) and its
     evaluation and probe reports by name, each checked against the run's integrity.json (with
-    `verify`, every file: `verify_files`)."""
+    `verify`, every file: `verify_files`) and each report's figures against each other;
+    `stale`: the reports that measured other weights than the run's current ones."""
     run = Path(run)
     config = read_config(run)
     checked = verify_files(run) if verify else None
@@ -315,7 +352,10 @@ def info(run, verify: bool = False) -> dict:
         "state": read_state(run),
         "evals": {name: integrity.read_run_json(run, name) for name in reports},
         "probes": {name: integrity.read_run_json(run, name) for name in probes},
+        "stale": stale_reports(run),
     }
+    for name, report in about["evals"].items():
+        consistency.check_report(run / name, report, config["params"]["P"])
     if checked is not None:
         about["verified"] = checked
     return about

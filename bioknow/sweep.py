@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from bioknow import (
     atomic,
     configfile,
+    consistency,
     dataset,
     integrity,
     ownership,
@@ -48,6 +49,7 @@ from bioknow import (
 )
 from bioknow.errors import InputError
 from bioknow.evaluate import mean_accuracy
+from bioknow.grid import MAX_POINTS, check_size, count_points
 from bioknow.model import ModelConfig
 from bioknow.progress import Progress
 
@@ -226,23 +228,27 @@ def load_config(path) -> dict:
     return config
 
 
-def points(config: dict) -> list[Point]:
-    """Every point of the grid, with a readable, unique id; the config is checked first."""
+def point_of(data: dict, model: str, exposures: int, seed: int, rec: dict) -> Point:
+    """A point of the grid, with its readable id."""
+    point = Point("", data, model, exposures, seed, rec)
+    extra = "".join(
+        f"-{k}{v:g}" if isinstance(v, float) else f"-{k}{v}" for k, v in sorted(rec.items())
+    )
+    point.id = f"{point.data_id}__{model}__e{point.exposures}__seed{seed}{extra}"
+    return point
+
+
+def points(config: dict, progress: bool = False) -> list[Point]:
+    """Every point of the grid, with a readable, unique id; the config is checked first.
+    `progress`: show how far the expansion of a grid of more than MAX_POINTS got."""
     checked = check_config(config)
+    keys = ("datasets", "models", "exposures", "seeds", "recipe")
+    total = count_points(config)
     out = []
-    for data, model, exposures, seed, rec in itertools.product(
-        checked["datasets"],
-        checked["models"],
-        checked["exposures"],
-        checked["seeds"],
-        checked["recipe"],
-    ):
-        point = Point("", data, model, exposures, seed, rec)
-        extra = "".join(
-            f"-{k}{v:g}" if isinstance(v, float) else f"-{k}{v}" for k, v in sorted(rec.items())
-        )
-        point.id = f"{point.data_id}__{model}__e{point.exposures}__seed{seed}{extra}"
-        out.append(point)
+    with Progress(total, "grid", "point", enabled=progress and total > MAX_POINTS) as bar:
+        for combo in itertools.product(*(checked[key] for key in keys)):
+            out.append(point_of(*combo))
+            bar.update(1)
     if len({p.id for p in out}) != len(out):
         raise InputError("sweep config: the grid repeats a point")
     return out
@@ -323,9 +329,13 @@ def quantize_settings(config: dict) -> list[str]:
 
 
 def recorded(run: Path) -> dict:
-    """The files integrity.json records for a run ({} if it has none or a bad one)."""
+    """The files integrity.json records for a run ({} if it has none or a bad one), but
+    its stale reports (`runfolder.stale_reports`): the sweep evaluates again instead."""
     try:
-        return integrity.load_record(run) if (run / integrity.RECORD).is_file() else {}
+        if not (run / integrity.RECORD).is_file():
+            return {}
+        stale = runfolder.stale_reports(run)
+        return {k: v for k, v in integrity.load_record(run).items() if k not in stale}
     except InputError:
         return {}
 
@@ -385,6 +395,8 @@ def commands(point: Point, sweep: Path, config: dict) -> list[list[str]]:
                 train += [flag, str(value)]
     done = recorded(run)
     out = [] if "model.safetensors" in done else [train]
+    if out:  # training moves the weights on: a report of the present ones would be stale
+        done = {}
     evaluation = config.get("eval") or {}
     for q in quantize_settings(config):
         if report_of(point, config, q) not in done:
@@ -480,12 +492,13 @@ def run_columns(run: Path, report: str) -> dict:
         state = runfolder.read_state(run)
         seconds = state.get("seconds")
         out.update(
-            final_loss=state.get("loss"),
+            final_loss=state.get("final_loss"),  # the mean over the last 1% of steps
             wall_s=seconds,
             tokens_per_s=state["tokens"] / seconds if seconds else None,
         )
     if report in recorded(run):
         evaluation = integrity.read_run_json(run, report)
+        consistency.check_report(run / report, evaluation, config["params"]["P"])
         if (evaluation["people"] < evaluation["N"]) != ("-people" in report):
             raise InputError(
                 f"{run / report}: holds {evaluation['people']} of {evaluation['N']} people, "
@@ -498,6 +511,8 @@ def run_columns(run: Path, report: str) -> dict:
                         out[f"{attribute}_{figure}"] = number
             elif key == "before":
                 out.update({f"{k}_before": v for k, v in value.items()})
+            elif key == "weights":
+                out["weights_sha256"] = value["sha256"]
             elif isinstance(value, (int, float, str)) and key not in out:
                 out[key] = value
             elif isinstance(value, list) and key.endswith("_ci95"):
@@ -621,20 +636,20 @@ def run_sweep(
     progress: bool = False,
     cpu_slots: int = 1,
     launcher=None,
+    max_points: int | None = None,
 ) -> list[dict]:
     """Run (or continue) the sweep of `config_path` (a YAML or JSON file, or the grid as
-    a mapping) in `out`; return the results rows. `launcher`: None runs the points on
-    this machine; else an object that runs them elsewhere (a `bioknow.slurm.Launcher`
-    submits them to Slurm): `launcher.check(config)` refuses what does not fit before
-    anything is written, and `launcher(grid, pending, sweep, config, bar)` returns every
-    point's (status, error)."""
-    validate.check(
-        validate.SWEEP,
-        {"out": out, "device": device, "per_gpu": per_gpu, "cpu_slots": cpu_slots},
-        "--",
-    )
+    a mapping) in `out`; return the results rows. A grid of more than `max_points`
+    points (default `grid.MAX_POINTS`) is refused, counted before it is expanded.
+    `launcher`: None runs the points on this machine; else an object that runs them
+    elsewhere (a `bioknow.slurm.Launcher` submits them to Slurm): `launcher.check(config)`
+    refuses what does not fit before anything is written, and
+    `launcher(grid, pending, sweep, config, bar)` returns every point's (status, error)."""
+    placement = {"out": out, "device": device, "per_gpu": per_gpu, "cpu_slots": cpu_slots}
+    checked = validate.check(validate.SWEEP, {**placement, "max_points": max_points}, "--")
     raw = load_config(config_path)
-    grid = points(raw)
+    check_size(raw, checked["max_points"])
+    grid = points(raw, progress)
     config = check_config(raw)
     sweep = Path(out)
     previous = sweep / "sweep.json"

@@ -31,7 +31,17 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from bioknow import atomic, integrity, ownership, recipe, runfolder, track, validate
+from bioknow import (
+    atomic,
+    consistency,
+    integrity,
+    ownership,
+    ranks,
+    recipe,
+    runfolder,
+    track,
+    validate,
+)
 from bioknow import tokenizer as tokenizers
 from bioknow.dataset import Dataset, open_dataset, versions
 from bioknow.errors import InputError
@@ -50,6 +60,15 @@ PRECISIONS = ("bf16", "float32")
 # 10-30 s to compile: by default only runs of at least this many steps compile.
 CPU_COMPILE_STEPS = 2000
 DEFAULTS = {"seed": 0, "log_every": 50, "checkpoint_every": 1000}
+# The final loss: the token-weighted mean training loss over the last 1% of the steps (at
+# least one), summed inside the step loop and checkpointed, so neither --log-every nor an
+# interruption changes it.
+FINAL_SHARE = 0.01
+
+
+def final_steps_from(steps: int) -> int:
+    """The first step (0-based) whose loss counts towards the final loss."""
+    return steps - max(1, math.ceil(steps * FINAL_SHARE))
 
 
 def default_precision(device: torch.device) -> str:
@@ -257,7 +276,8 @@ def optimizer_step(
 
 
 def pending_loss(loss_sum: torch.Tensor, counted: int, where: Placement) -> list:
-    """The loss sum and token count not yet in a metrics line, over all ranks."""
+    """A loss sum and its token count (the loss not yet in a metrics line, or that of the
+    final steps), over all ranks."""
     both = torch.tensor([float(loss_sum), counted], dtype=torch.float64, device=where.device)
     if where.world > 1:
         dist.all_reduce(both)
@@ -306,6 +326,7 @@ def fresh_state() -> dict:
         "junk_tokens": 0,
         "finished": False,
         "loss": None,
+        "final_loss": None,
     }
 
 
@@ -318,6 +339,7 @@ def begin(run: Path, config: dict, overwrite: bool) -> None:
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     integrity.write_run_json(run, ownership.MARKER, ownership.marker("run"))
     integrity.write_run_json(run, "config.json", config)
+    announce(config, run)
 
 
 def reopen(run: Path, where: Placement):
@@ -326,9 +348,7 @@ def reopen(run: Path, where: Placement):
     ds = open_run_dataset(config)
     checkpoint = latest_checkpoint(run)
     state = runfolder.read_state(run, checkpoint) if checkpoint else fresh_state()
-    if where.writer:
-        for folder in (run, run / "checkpoints"):
-            atomic.clean_stale(folder)
+    ranks.on_writer(where, lambda: [atomic.clean_stale(f) for f in (run, run / "checkpoints")])
     return config, ds, checkpoint, state
 
 
@@ -407,23 +427,21 @@ def train(
             data, model_name, options["exposures"], options, where.device, where.world
         )
         config["tracker"] = track.settings(options.get("tracker"), run)
-    with RunLock(run) if where.writer else nullcontext():
+    # rank 0 alone holds the lock and writes; every rank learns at once if that fails
+    with ranks.on_writer(where, RunLock(run).acquire) or nullcontext():
         if resume:
             config, ds, checkpoint, state = reopen(run, where)
         else:
             checkpoint, state = None, fresh_state()
-            if where.writer:
-                begin(run, config, overwrite)
-                announce(config, run)
+            ranks.on_writer(where, lambda: begin(run, config, overwrite))
         if state["finished"]:
-            if where.writer:
-                runfolder.ensure_finished(run)
+            ranks.on_writer(where, lambda: runfolder.ensure_finished(run))
             return state
         if resume:
             stream = training_stream(config, ds)
         state = loop(run, config, stream, checkpoint, state, where, stop_after, progress)
-        if state["finished"] and where.writer:
-            runfolder.finish(run)
+        if state["finished"]:
+            ranks.on_writer(where, lambda: runfolder.finish(run))
     if where.world > 1:
         dist.barrier()
     return state
@@ -514,13 +532,32 @@ class Trainer:
         pending = state.get("pending", [0.0, 0]) if where.writer else [0.0, 0]
         self.loss_sum = torch.tensor(pending[0], dtype=torch.float32, device=where.device)
         self.meter = Meter(counted=pending[1], seen=seen(state))
-        self.metrics = runfolder.MetricsLog(run, state) if where.writer else None
-        self.tracker = (
-            track.open_tracker(run, config, self.start_step) if where.writer else track.Tracker()
+        # the loss of the final steps (FINAL_SHARE), carried through checkpoints the same way
+        final = state.get("final_sum", [0.0, 0]) if where.writer else [0.0, 0]
+        self.final_from = final_steps_from(config["steps"])
+        self.final_known = "final_sum" in state or state["step"] <= self.final_from
+        self.final_sum = torch.tensor(final[0], dtype=torch.float64, device=where.device)
+        self.final_counted = final[1]
+        self.metrics, self.tracker = ranks.on_writer(where, self.open_logs) or (
+            None,
+            track.Tracker(),
         )
         self.started = time.perf_counter()
         show = progress and where.writer
         self.bar = Progress(config["steps"], "train", "step", initial=self.start_step, enabled=show)
+
+    def open_logs(self) -> tuple:
+        """The metrics log and the tracker (the writing rank's)."""
+        metrics = runfolder.MetricsLog(self.run, self.state)
+        return metrics, track.open_tracker(self.run, self.config, self.start_step)
+
+    def write_log(self, line: dict) -> None:
+        self.metrics.append(line)
+        self.tracker.log(line)
+
+    def write_checkpoint(self) -> None:
+        self.metrics.mark(self.state)
+        runfolder.save_checkpoint(self.run, self.raw, self.opt, self.state)
 
     def step(self, ready: Ready) -> None:
         """One optimizer step on a batch (at the schedule's learning rate); the state moves
@@ -532,7 +569,10 @@ class Trainer:
         loss = optimizer_step(self.model, self.opt, ready.x, ready.y, lr, scale, bf16=self.bf16)
         if ready.mine:  # a rank's rows of a last batch may hold no target: its loss is nan
             self.loss_sum += loss * ready.mine
+            if step >= self.final_from:
+                self.final_sum += loss.double() * ready.mine
         self.meter.counted += ready.mine
+        self.final_counted += ready.mine if step >= self.final_from else 0
         junk = int(batch.lengths[batch.junk].sum()) if batch.junk is not None else 0
         self.state.update(
             step=step + 1,
@@ -548,9 +588,7 @@ class Trainer:
         line = self.meter.line(
             self.run, self.loss_sum, self.state, self.opt, self.where, self.started
         )
-        if self.metrics is not None:
-            self.metrics.append(line)
-            self.tracker.log(line)
+        ranks.on_writer(self.where, lambda: self.write_log(line))
         rate = f"{line['tokens_per_s']:,.0f}"
         self.bar.set_postfix(**{"loss": f"{self.state['loss']:.4f}", "tokens/s": rate})
 
@@ -573,11 +611,14 @@ class Trainer:
         state = self.state
         state["finished"] = finished
         state["pending"] = pending_loss(self.loss_sum, self.meter.counted, self.where)
+        state["final_sum"] = pending_loss(self.final_sum, self.final_counted, self.where)
         if not math.isfinite(state["pending"][0]) or not finite_weights(self.raw):
             raise not_finite(self.run, "loss or weights became non-finite", state["step"])
-        if self.where.writer:
-            self.metrics.mark(state)
-            runfolder.save_checkpoint(self.run, self.raw, self.opt, state)
+        total, counted = state["final_sum"]
+        known = finished and self.final_known and counted > 0
+        state["final_loss"] = total / counted if known else None
+        state["trained_with"] = consistency.trained_with(self.config)
+        ranks.on_writer(self.where, self.write_checkpoint)
 
     def close(self) -> None:
         self.bar.close()
@@ -640,4 +681,9 @@ def load_run(run, device="cpu") -> tuple[dict, Transformer, dict]:
     weights = runfolder.weights_file(run)
     runfolder.load_weights(model, weights)
     state = runfolder.read_state(run)
+    if weights.name == "model.safetensors" and weights.parent == run and not state["finished"]:
+        raise InputError(
+            f"{weights}: final weights, but the run's latest checkpoint (step "
+            f"{state['step']}) is not finished"
+        )
     return config, model.to(device).eval(), state

@@ -357,6 +357,7 @@ SWEEP = {
     "per_gpu": Number(1, 64),
     "cpu_slots": Number(1, 64),
     "launcher": Choice(("local", "slurm")),
+    "max_points": Number(1, 10**12),
     **SLURM,
 }
 PLOT = {"out": OutPath(file=True), "dpi": Number(50, 1200)}

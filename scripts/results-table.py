@@ -1,6 +1,10 @@
 """The published table of a sweep: one row per run, the columns a reader compares with the
 paper (the dataset's parameters, model, P, bits, R against Rmax, accuracy, the recipe,
-steps, tokens and wall time), without the machine-specific config column.
+steps, tokens and wall time), without the machine-specific config column. A row is used
+only when its report measured the run's current weights (its weights_sha256 is the digest
+the run's integrity.json holds for them): a stale report, or one that does not say which
+weights it measured (an older bioknow's), is refused with exit status 2 and one line;
+running the sweep again evaluates such points again.
 
     python scripts/results-table.py out/capacity-cpu docs/results/capacity-cpu.csv
 """
@@ -8,6 +12,9 @@ steps, tokens and wall time), without the machine-specific config column.
 import csv
 import sys
 from pathlib import Path
+
+from bioknow import runfolder
+from bioknow.errors import InputError
 
 COLUMNS = [
     "variant", "n", "data_seed", "k", "c", "d", "l", "t", "vocab_size", "exposures", "model",
@@ -18,9 +25,26 @@ COLUMNS = [
 ]  # fmt: skip
 
 
+def check_current(sweep: Path, row: dict) -> None:
+    """Refuse a row whose report did not measure its run's current weights."""
+    run = sweep / "runs" / row["point"]
+    if not row.get("weights_sha256"):
+        raise InputError(
+            f"{run}: its report does not say which weights it measured (an older bioknow's); "
+            "run the sweep again, it evaluates the point again"
+        )
+    if row["weights_sha256"] != runfolder.weights_digest(run)["sha256"]:
+        raise InputError(
+            f"{run}: its report measured other weights than the run's current ones (stale); "
+            "run the sweep again, it evaluates the point again"
+        )
+
+
 def main(sweep: str, out: str) -> None:
     with open(Path(sweep) / "runs.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["status"] == "done"]
+    for row in rows:
+        check_current(Path(sweep), row)
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
@@ -29,4 +53,8 @@ def main(sweep: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    try:
+        main(*sys.argv[1:])
+    except InputError as e:
+        print(f"results-table: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -92,7 +92,6 @@ FILES = {
     "run": [
         "config.json",
         "integrity.json",
-        "checkpoints/latest",
         "checkpoints/step-00000013/model.safetensors",
         "checkpoints/step-00000013/optimizer.pt",
         "checkpoints/step-00000013/state.json",
@@ -132,3 +131,99 @@ def test_a_damaged_file_is_named_or_unused(pair, folder, rel, damage):
     finally:
         path.write_bytes(intact)
     assert tree_bytes(pair) == pristine  # no reader changed anything
+
+
+# consistent tampering: a file edited and its checksum forged to match; the figures that
+# can be recomputed from what is sealed are checked when the file is read
+
+
+@pytest.fixture(scope="module")
+def bios_data(tmp_path_factory):
+    """A tiny bioS-simple dataset (log2 S0 and every rendering stored)."""
+    root = tmp_path_factory.mktemp("bios")
+    args = ["generate", "bioS-simple", "--n", 40, "--vocab-size", 320, "--out", root / "ds"]
+    assert run_cli(*args)[0] == 0
+    return root / "ds"
+
+
+def reseal(folder, change) -> None:
+    from bioknow import integrity
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    integrity.seal_manifest(folder)
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (lambda m: m.update(n=30), "population.parquet"),
+        (lambda m: m.update(log2_s0=m["log2_s0"] + 1), "log2_s0"),
+        (lambda m: m["renderings"].update(stored=30), "renderings"),
+        (lambda m: m.update(n0=m["n0"] // 2), "n0"),
+    ],
+    ids=["n", "log2_s0", "stored", "n0"],
+)
+def test_a_resealed_manifest_that_disagrees_with_its_files_is_refused(
+    bios_data, tmp_path, change, named
+):
+    data = tmp_path / "ds"
+    shutil.copytree(bios_data, data)
+    reseal(data, change)
+    new = tmp_path / "new"
+    for args in (
+        ["info", data],
+        ["corpus", data, "--exposures", 2, "--out", new],
+        ["train", "--data", data, *TINY_TRAIN, "--out", new],
+    ):
+        status, _, err = run_cli(*args)
+        assert status == 2 and len(err.strip().splitlines()) == 1, (args, err)
+        assert named in err and "manifest.json" in err, err
+        assert not new.exists()
+
+
+def forge_json(run, rel, change) -> None:
+    from bioknow import integrity
+
+    obj = integrity.read_run_json(run, rel)
+    change(obj)
+    integrity.write_run_json(run, rel, obj)
+
+
+def test_a_config_changed_after_training_is_refused(tiny, tmp_path):
+    run = copy_tiny(tiny, tmp_path / "pair") / "run"
+    forge_json(run, "config.json", lambda c: c.update(exposures=c["exposures"] * 2))
+    for args in (
+        ["info", run],
+        ["eval", run, "--device", "cpu"],
+        ["train", "--resume", "--out", run],
+        ["export", run, "--out", tmp_path / "hf"],
+    ):
+        status, _, err = run_cli(*args)
+        assert status == 2 and len(err.strip().splitlines()) == 1, (args, err)
+        assert "config.json: exposures is 20" in err and "trained with 10" in err, err
+    assert not (tmp_path / "hf").exists()
+
+
+def exceed(report: dict) -> None:
+    """Bits and R moved together past Rmax: R is still bits / P."""
+    report["bits"] = report["bits_max"] * 2
+    report["R"] = report["bits"] / report["P"]
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (lambda r: r.update(R=r["R"] + 0.5), "is not bits / P"),
+        (exceed, "exceeds Rmax"),
+        (lambda r: r.update(P=r["P"] + 1), "is not the run's P"),
+    ],
+    ids=["R", "R-max", "P"],
+)
+def test_an_edited_report_is_refused(tiny, tmp_path, change, named):
+    run = copy_tiny(tiny, tmp_path / "pair") / "run"
+    forge_json(run, "eval.json", change)
+    status, _, err = run_cli("info", run)
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert "eval.json" in err and named in err, err

@@ -45,13 +45,13 @@ def kill_at_rename(monkeypatch, name_of_target: str, nth: int = 1):
     monkeypatch.setattr(os, "replace", replace)
 
 
-def kill_at_record(monkeypatch, holding: str):
-    """Make the first integrity.json update that adds a path containing `holding` raise
-    before it writes."""
+def kill_at_record(monkeypatch, holding: str, removing: bool = False):
+    """Make the first integrity.json update that adds (or with `removing`, drops) a path
+    containing `holding` raise before it writes."""
     real = integrity.update_record
 
     def update(run, add=None, remove=()):
-        if any(holding in rel for rel in add or {}):
+        if any(holding in rel for rel in (remove if removing else add or {})):
             raise Killed
         return real(run, add, remove)
 
@@ -155,11 +155,17 @@ TRAIN = dict(batch=1, device="cpu", log_every=2, checkpoint_every=5)  # as TINY_
     [
         ("rename", "step-", 2),  # the second checkpoint's folder, not yet renamed
         ("record", "checkpoints/step-00000010", 0),  # renamed, not yet recorded
-        ("rename", "latest", 2),  # recorded, `latest` not yet moved
+        ("drop", "checkpoints/step-00000005", 0),  # both recorded, the older not yet dropped
         ("rename", "model.safetensors", 1),  # the final copy, not yet renamed
         ("record", "model.safetensors", 0),  # renamed, not yet recorded
     ],
-    ids=["checkpoint-rename", "checkpoint-record", "latest", "final-rename", "final-record"],
+    ids=[
+        "checkpoint-rename",
+        "checkpoint-record",
+        "checkpoint-drop",
+        "final-rename",
+        "final-record",
+    ],
 )
 def test_training_killed_anywhere_resumes_to_the_same_run(
     tiny, tmp_path, monkeypatch, request, kill
@@ -170,7 +176,7 @@ def test_training_killed_anywhere_resumes_to_the_same_run(
         if kill[0] == "rename":
             kill_at_rename(m, kill[1], kill[2])
         else:
-            kill_at_record(m, kill[1])
+            kill_at_record(m, kill[1], removing=kill[0] == "drop")
         with pytest.raises(Killed):
             train.train(str(pair / "data"), "gpt2-1-1", 10, out, **TRAIN)
     assert not (out / "lock").exists() or not process.alive(int((out / "lock").read_text()))
@@ -341,7 +347,6 @@ class Payload:
         ("model.safetensors", "header", "eval"),
         ("model.safetensors", "header", "export"),
         ("config.json", "not-json", "info"),
-        ("checkpoints/latest", "nowhere", "eval"),
     ],
     ids=str,
 )
@@ -364,10 +369,8 @@ def test_damage_behind_a_forged_record(tiny, tmp_path, monkeypatch, rel, damage,
         forge(run, rel, (run / rel).read_bytes()[:200])
     elif damage == "not-json":
         forge(run, rel, b'{"step": ')
-    elif damage == "header":
-        forge(run, rel, b"\xff" * 8 + (run / rel).read_bytes()[8:])
     else:
-        (run / rel).write_text("step-99999999")
+        forge(run, rel, b"\xff" * 8 + (run / rel).read_bytes()[8:])
     args = {
         "resume": ["train", "--resume", "--out", run],
         "eval": ["eval", run, "--device", "cpu"],
@@ -431,3 +434,60 @@ def test_wandb_without_credentials_writes_nothing(tiny, tmp_path):
         *line, "--stop-after", 1, "--out", tmp_path / "run", env={**env, "WANDB_MODE": "disabled"}
     )
     assert retry.returncode == 0, retry.stderr
+
+
+# the progress of a run is what its sealed record says, and reports are tied to weights
+
+
+def info_json(run) -> dict:
+    status, out, err = run_cli("info", run, "--json")
+    assert status == 0, err
+    return json.loads(out)
+
+
+def test_progress_is_read_from_the_record(tiny, tmp_path):
+    """A pointer beside the record (an older bioknow's `checkpoints/latest`), deleted or
+    wrong, changes nothing: a finished run stays finished, eval labels its true step."""
+    run = copy_tiny(tiny, tmp_path / "pair") / "run"
+    steps = runfolder.read_config(run)["steps"]
+    (run / "checkpoints" / "latest").unlink(missing_ok=True)
+    state = info_json(run)["state"]
+    assert (state["step"], state["finished"]) == (steps, True)
+    (run / "checkpoints" / "latest").write_text("step-00000001")
+    assert info_json(run)["state"]["step"] == steps
+    status, out, err = run_cli("eval", run, "--device", "cpu", "--json")
+    assert status == 0, err
+    assert json.loads(out)["step"] == steps
+
+
+def test_final_weights_beside_an_unfinished_checkpoint_are_refused(tiny, tmp_path):
+    run = copy_tiny(tiny, tmp_path / "pair") / "run"
+    checkpoint = train.latest_checkpoint(run)
+    state = json.loads((checkpoint / "state.json").read_text())
+    forge(
+        run,
+        f"checkpoints/{checkpoint.name}/state.json",
+        json.dumps({**state, "finished": False}).encode(),
+    )
+    status, _, err = run_cli("eval", run, "--device", "cpu")
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert "model.safetensors" in err and "not finished" in err
+
+
+def test_a_report_of_earlier_weights_is_stale(tiny, tmp_path):
+    """Evaluated and probed mid-training, then trained on: info marks both reports stale
+    (it names them, and says so in its text); evaluating again makes eval.json current."""
+    run = tmp_path / "run"
+    train.train(str(tiny / "data"), "gpt2-1-1", 10, run, stop_after=6, **TRAIN)
+    assert run_cli("eval", run, "--device", "cpu")[0] == 0
+    assert run_cli("probe", run, "--epochs", 1, "--device", "cpu")[0] == 0
+    assert info_json(run)["stale"] == []
+    current = integrity.read_run_json(run, "eval.json")["weights"]
+    assert current["sha256"] == integrity.covered(run, current["file"])["sha256"]
+    assert run_cli("train", "--resume", "--out", run)[0] == 0
+    assert sorted(info_json(run)["stale"]) == ["eval.json", "probe.json"]
+    status, out, _ = run_cli("info", run)
+    assert [line for line in out.splitlines() if "STALE" in line][0].split()[1] == "eval.json:"
+    assert sum("STALE" in line for line in out.splitlines()) == 2
+    assert run_cli("eval", run, "--device", "cpu")[0] == 0
+    assert info_json(run)["stale"] == ["probe.json"]

@@ -5,8 +5,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import run_cli
 
 from bioknow import cli, integrity, sweep, train
+from bioknow import grid as grid_size
 from bioknow.errors import InputError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "scripts" / "sweep-cpu.yaml"
@@ -108,6 +110,52 @@ def test_an_interrupted_point_resumes(tmp_path):
     rows = sweep.run_sweep(config, out)
     assert rows[0]["status"] == "done"
     assert "--resume" in (out / "logs" / f"{point.id}.log").read_text()
+
+
+def test_a_report_of_earlier_weights_is_evaluated_again(tmp_path):
+    """A point evaluated by hand mid-training: the sweep resumes it and evaluates it
+    again; its row holds the final weights' R, never the stale one."""
+    config = write(tmp_path, {**GRID, "models": ["gpt2-1-1"]})
+    point = sweep.points(sweep.load_config(config))[0]
+    out = tmp_path / "s"
+    (out / "data").mkdir(parents=True)
+    from bioknow import dataset, evaluate, runfolder
+
+    dataset.generate("bioS-simple", 30, 0, out / "data" / point.data_id, sample=0)
+    run = out / "runs" / point.id
+    train.train(str(out / "data" / point.data_id), "gpt2-1-1", 2, run, device="cpu", stop_after=3)
+    early = evaluate.evaluate_run(run, device="cpu")
+    rows = sweep.run_sweep(config, out)
+    report = integrity.read_run_json(run, "eval.json")
+    assert report["weights"] == runfolder.weights_digest(run) != early["weights"]
+    assert report["step"] == rows[0]["steps"] and report["R"] != early["R"]
+    assert rows[0]["status"] == "done" and rows[0]["R"] == report["R"]
+    assert rows[0]["weights_sha256"] == report["weights"]["sha256"]
+    assert rows[0]["final_loss"] == runfolder.read_state(run)["final_loss"] is not None
+
+
+def results_table(sweep_dir, out):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "results-table.py"
+    return subprocess.run(
+        [sys.executable, str(script), str(sweep_dir), str(out)], capture_output=True, text=True
+    )
+
+
+def test_the_results_table_refuses_a_stale_report(done, tmp_path):
+    done_table = results_table(done / "s", tmp_path / "table.csv")
+    assert done_table.returncode == 0, done_table.stderr
+    assert len((tmp_path / "table.csv").read_text().splitlines()) == 3
+    sweep_dir = tmp_path / "s"
+    shutil.copytree(done / "s", sweep_dir)
+    csv = (sweep_dir / "runs.csv").read_text()
+    sha = integrity.read_run_json(next((sweep_dir / "runs").iterdir()), "eval.json")
+    (sweep_dir / "runs.csv").write_text(csv.replace(sha["weights"]["sha256"], "0" * 64))
+    stale = results_table(sweep_dir, tmp_path / "stale.csv")
+    assert stale.returncode == 2 and len(stale.stderr.strip().splitlines()) == 1, stale.stderr
+    assert "stale" in stale.stderr and not (tmp_path / "stale.csv").exists()
 
 
 def test_failed_points_are_retried_once_then_reported(tmp_path):
@@ -217,3 +265,34 @@ def test_slots_group_the_gpus_of_a_point(monkeypatch):
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4,5", "4,5", "6,7", "6,7"]
     with pytest.raises(InputError, match="gpus_per_point is 8"):
         sweep.slots("cuda", per_gpu=1, gpus_per_point=8)
+
+
+def test_a_huge_grid_is_counted_and_refused_before_it_is_expanded(tmp_path, monkeypatch, capsys):
+    """About 16 million points: refused at once with the count, nothing written, no
+    point expanded or checked; --max-points raises the limit, and the expansion of a
+    big grid shows its progress."""
+    huge = {
+        **GRID,
+        "models": ["gpt2-1-1"] * 16,
+        "exposures": list(range(1, 101)),
+        "seeds": list(range(100)),
+        "recipe": {"lr": [1e-3] * 10, "wd": [0.01] * 10, "warmup": list(range(100))},
+    }  # 16 x 100 x 100 x 10,000 = 1.6e9 points
+    config = write(tmp_path, huge)
+    monkeypatch.setattr(sweep, "check_config", lambda c: pytest.fail("expanded"))
+    status, _, err = run_cli("sweep", config, "--out", tmp_path / "s")
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert "1,600,000,000 points" in err and "--max-points" in err
+    assert not (tmp_path / "s").exists()
+    monkeypatch.undo()
+    datasets = [{"variant": "bioS-simple", "n": [30, 40]}, {"variant": "bioS", "n": 30}]
+    small = {**GRID, "datasets": datasets, "seeds": [0, 1], "recipe": {"lr": [1e-3, 2e-3]}}
+    assert grid_size.count_points(small) == len(sweep.points(small)) == 3 * 2 * 2 * 2
+    big = {**GRID, "models": ["gpt2-1-1"], "seeds": list(range(30))}
+    monkeypatch.setattr(grid_size, "MAX_POINTS", 10)
+    monkeypatch.setattr(sweep, "MAX_POINTS", 10)
+    status, _, err = run_cli("sweep", write(tmp_path, big), "--out", tmp_path / "s")
+    assert status == 2 and "30 points, more than the limit of 10" in err
+    monkeypatch.setenv("BIOKNOW_PROGRESS_SECONDS", "0")
+    assert len(sweep.points(big, progress=True)) == 30
+    assert "grid: 30 of 30 points (100.0%)" in capsys.readouterr().err

@@ -250,3 +250,63 @@ def test_bf16_keeps_the_bits(data, tmp_path):
     assert min(fp32["bits"], bf16["bits"]) > 0.8 * fp32["bits_max"]
     assert abs(bf16["bits"] - fp32["bits"]) < 0.04 * fp32["bits_max"]
     assert finals["bf16"] == pytest.approx(finals["float32"], rel=0.15)
+
+
+def test_final_loss_is_the_training_s_not_the_logging_s(data, tmp_path, monkeypatch):
+    """The final loss is the mean training loss of the last 1% of the steps (here: the
+    last step, so the last line of a log of every step): the same weights give the same
+    final loss whatever --log-every, and a run stopped inside those steps and resumed
+    gives the uninterrupted run's figure."""
+    every = run(data / "bioS-simple", tmp_path / "every", log_every=1)
+    sparse = run(data / "bioS-simple", tmp_path / "sparse", log_every=7)
+    a, b = weights(tmp_path / "every"), weights(tmp_path / "sparse")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert every["loss"] != sparse["loss"]  # the last logged loss is the logging's
+    assert every["final_loss"] == sparse["final_loss"]
+    last = json.loads((tmp_path / "every" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert every["final_loss"] == pytest.approx(last["loss"], rel=1e-6)
+    monkeypatch.setattr(train, "FINAL_SHARE", 0.5)  # the last 6 of 11 steps
+    whole = run(data / "bioS-simple", tmp_path / "whole", log_every=5)
+    part = run(data / "bioS-simple", tmp_path / "part", log_every=5, stop_after=8)
+    assert part["final_loss"] is None
+    done = train.train(None, None, None, tmp_path / "part", resume=True, device="cpu")
+    assert done["final_loss"] == whole["final_loss"] != every["final_loss"]
+
+
+def test_a_failure_of_rank_0_alone_stops_every_rank(data, tmp_path):
+    """torchrun, 2 CPU ranks on gloo: the run's lock is held by another process, which
+    rank 0 alone sees (it alone takes the lock). Every rank learns of it and stops with
+    rank 0's message and exit status 2, instead of waiting in its next collective."""
+    import fcntl
+    import time
+
+    out = tmp_path / "r"
+    run(data / "bioS-simple", out, exposures=1, stop_after=1)
+    holder = os.open(out / "lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another process's lock, as rank 0 finds it
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd = [*torchrun, "--nproc_per_node=2", "-m", "bioknow", "train", "--resume", "--out", out]
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [str(c) for c in cmd],
+            env=dict(os.environ, OMP_NUM_THREADS="1"),
+            capture_output=True,
+            text=True,
+            timeout=300,  # far below gloo's 30-minute collective timeout
+        )
+    finally:
+        os.close(holder)
+    lines = [x for x in done.stderr.splitlines() if x.startswith("bioknow: error:")]
+    assert len(lines) == 2, done.stderr[-3000:]
+    assert "in use by process" in lines[0] or "in use by process" in lines[1]
+    assert any("rank 0 failed, so rank 1 stops" in x for x in lines), lines
+    assert done.stderr.count("exitcode  : 2") == 2, done.stderr[-3000:]  # both, by themselves
+    assert time.monotonic() - started < 300
+    assert runfolder_step(out) == 1  # nothing written
+
+
+def runfolder_step(out) -> int:
+    from bioknow import runfolder
+
+    return runfolder.read_state(out)["step"]
