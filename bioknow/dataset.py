@@ -432,8 +432,13 @@ def generate_random(
     table = RandomTable(Sequences(seed, n), tok, params)
     out = Path(out)
     atomic.recover(out)
-    atomic.check_target(out, overwrite, "manifest.json")
-    with atomic.new_dir(out, overwrite) as tmp:
+
+    def claim():
+        ownership.claim(out, "dataset", overwrite)
+
+    claim()
+    with atomic.new_dir(out, claim) as tmp:
+        ownership.write_marker(tmp, "dataset")
         atomic.write_bytes(tmp / "tokenizer.json", tok.to_str().encode())
         sequences_module.write_sequences(table, tmp / "sequences.parquet", progress)
         manifest = {
