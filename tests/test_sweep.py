@@ -1,12 +1,15 @@
 import json
 import shutil
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from bioknow import cli, integrity, sweep, train
+from bioknow import cli, integrity, slurm, sweep, train
 from bioknow.errors import InputError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "scripts" / "sweep-cpu.yaml"
@@ -215,3 +218,40 @@ def test_slots_group_the_gpus_of_a_point(monkeypatch):
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4,5", "4,5", "6,7", "6,7"]
     with pytest.raises(InputError, match="gpus_per_point is 8"):
         sweep.slots("cuda", per_gpu=1, gpus_per_point=8)
+
+
+def test_status_follows_what_the_sweep_is_doing(done, tmp_path, monkeypatch):
+    """A point the sweep is working on is running, also between its commands (trained, not
+    yet evaluated) and before its training has written anything; once the sweep has
+    stopped, a started point is interrupted, not waiting."""
+    sweep_dir = tmp_path / "s"
+    shutil.copytree(done / "s", sweep_dir)
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    record["config"]["quantize"] = ["none", "int8"]  # trained and evaluated, not yet quantized
+    (sweep_dir / "sweep.json").write_text(json.dumps(record))
+    grid, config = sweep.points(record["config"]), sweep.check_config(record["config"])
+    shutil.rmtree(sweep_dir / "runs" / grid[1].id)  # its training about to start
+    (sweep_dir / "logs" / f"{grid[1].id}.log").unlink()
+    go = tmp_path / "go"
+    wait = f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.05)"
+    monkeypatch.setattr(sweep, "commands", lambda *a: [[sys.executable, "-c", wait]])
+
+    def states():
+        return [s["state"] for s in slurm.status(sweep_dir)]
+
+    assert states() == ["interrupted", "waiting"]
+    workers = [
+        threading.Thread(target=sweep.run_point, args=(p, sweep_dir, config, {})) for p in grid
+    ]
+    for worker in workers:  # commands that hold no run lock, as an eval that is starting
+        worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while states() != ["running", "running"]:
+            assert time.monotonic() < deadline, states()
+            time.sleep(0.05)
+    finally:
+        go.touch()
+        for worker in workers:
+            worker.join()
+    assert states() == ["interrupted", "interrupted"]
