@@ -280,9 +280,12 @@ def colours(rows: list[dict], column: str) -> dict:
 
 
 def colour_label(column: str, value, rows: list[dict]) -> str:
-    """The legend text of a colour; a model's also gives its size."""
+    """The legend text of a colour; a model's also gives its size P in the series' `rows`
+    (P depends on N through the token ids the corpus uses)."""
     if column == "model":
-        return f"{value} (P = {si(min(r['P'] for r in rows if r['model'] == value))})"
+        sizes = sorted({r["P"] for r in rows if r["model"] == value})
+        size = si(sizes[0]) if len(sizes) == 1 else f"{si(sizes[0])} to {si(sizes[-1])}"
+        return f"{value} (P = {size})"
     return describe(column, [value])
 
 
@@ -316,7 +319,7 @@ def draw(ax: Axes, rows: list[dict], spec: Spec, y: str, floor: float | None = N
                 continue
             picked = [series[x] for x in sorted(series)]
             label = ", ".join(
-                [colour_label(spec.colour, value, rows)]
+                [colour_label(spec.colour, value, picked)]
                 + [describe(c, [v]) for c, v in zip(varying, combo, strict=True)]
             )
             # each series' hollow markers a size larger: clamped runs that coincide (R = 0)
