@@ -87,7 +87,7 @@ def dataset_summary(manifest: dict, where: str, verified: dict | None = None) ->
             f"  knowledge    {bits['total']:,.0f} bits at most "
             f"({bits['name']:,.0f} in names + {bits['value']:,.0f} in values"
             + (f" + {bits['diversity']:,.0f} in diversity sets)" if "diversity" in bits else ")"),
-            f"  renderings   {shown['kind']}; {shown['stored']:,} stored",
+            f"  renderings   {shown['kind']}; {dataset.stored_text(manifest)}",
             f"  tokenizer    {tok['source']}: {tok['vocab_size']:,} tokens "
             f"(padded {tok['padded_vocab_size']:,}), {tok['used_ids']:,} used by the corpus",
             f"  tokens       {tok['mean_tokens_per_biography']:.2f} per biography, "
