@@ -476,10 +476,10 @@ def bits_table(report: dict) -> str:
             f"  {report['quantize']} ({report['method']}): R {report['before']['R']:.4f} "
             f"before -> {report['R']:.4f} after"
         )
-    lines.append(f"  {'attribute':12s} {'bits':>12s} {'loss':>8s} {'accuracy':>9s}")
+    lines.append(f"  {'attribute':12s} {'bits':>12s} {'loss (nats)':>12s} {'accuracy':>9s}")
     for name, a in report["attributes"].items():
         bits = f"{a['bits']:,.0f}" if "bits" in a else "(not counted)"
-        lines.append(f"  {name:12s} {bits:>12s} {a['loss']:8.4f} {a['accuracy']:9.3f}")
+        lines.append(f"  {name:12s} {bits:>12s} {a['loss']:12.4f} {a['accuracy']:9.3f}")
     where = Path(report["run"]) / report["report"] if "run" in report else report["report"]
     lines.append(f"  report       {where}")
     return "\n".join(lines)

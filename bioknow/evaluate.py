@@ -145,6 +145,8 @@ def biod_report(losses: dict, n: int, n0: int, biod: dict, params: dict, seed: i
         "values": {
             "loss": float(values.mean()) / k,
             "accuracy": float((losses["correct"][:, -2] & losses["correct"][:, -1]).mean()),
+            "bits": report["bits_value"],  # counted in the total, as bioS's attributes are
+            "bits_clamped": report["bits_value_clamped"],
         }
     }
 

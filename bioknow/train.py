@@ -508,7 +508,15 @@ class Trainer:
         )
         self.started = time.perf_counter()
         show = progress and where.writer
-        self.bar = Progress(config["steps"], "train", "step", initial=self.start_step, enabled=show)
+        self.recent = Recent(where.device, seen(state))
+        self.bar = Progress(
+            config["steps"],
+            "train",
+            "step",
+            initial=self.start_step,
+            enabled=show,
+            measure=lambda: self.recent.figures(seen(self.state)),
+        )
 
     def step(self, ready: Ready) -> None:
         """One optimizer step on a batch (at the schedule's learning rate); the state moves
@@ -519,7 +527,9 @@ class Trainer:
         scale = ready.mine * self.where.world / max(ready.total, 1)
         loss = optimizer_step(self.model, self.opt, ready.x, ready.y, lr, scale, bf16=self.bf16)
         if ready.mine:  # a rank's rows of a last batch may hold no target: its loss is nan
-            self.loss_sum += loss * ready.mine
+            weighted = loss * ready.mine
+            self.loss_sum += weighted
+            self.recent.add(weighted, ready.mine)
         self.meter.counted += ready.mine
         junk = int(batch.lengths[batch.junk].sum()) if batch.junk is not None else 0
         self.state.update(
@@ -617,6 +627,32 @@ class Meter:
         loss_sum.zero_()
         self.counted, self.seen, self.at = 0, seen(state), now
         return line
+
+
+class Recent:
+    """The loss and speed since the previous progress line (this rank's rows), so that each
+    line under a pipe shows figures of its own interval, however far apart metrics lines
+    are. The loss is read (a device sync) only when a line is shown."""
+
+    def __init__(self, device: torch.device, tokens: int):
+        self.loss = torch.zeros((), dtype=torch.float32, device=device)
+        self.counted, self.seen, self.at = 0, tokens, time.perf_counter()
+
+    def add(self, weighted_loss: torch.Tensor, targets: int) -> None:
+        self.loss += weighted_loss.detach()
+        self.counted += targets
+
+    def figures(self, tokens: int) -> dict:
+        """loss and tokens/s since the previous line ({} when no step ended); then start
+        anew."""
+        now = time.perf_counter()
+        if not self.counted and tokens == self.seen:
+            return {}
+        out = {"loss": f"{self.loss.item() / self.counted:.4f}"} if self.counted else {}
+        out["tokens/s"] = f"{(tokens - self.seen) / max(now - self.at, 1e-9):,.0f}"
+        self.loss.zero_()
+        self.counted, self.seen, self.at = 0, tokens, now
+        return out
 
 
 def load_run(run, device="cpu") -> tuple[dict, Transformer, dict]:
