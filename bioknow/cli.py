@@ -687,10 +687,12 @@ def sweep_parser(commands) -> None:
         "evaluates in its own run folder, results go to runs.parquet and runs.csv (the "
         "column `report` names the evaluation report each row is read from). Running it "
         "again skips finished points, resumes interrupted ones and retries failed ones. "
-        "See scripts/sweep-cpu.yaml.",
+        "A config, for example: {datasets: [{variant: bioS-simple, n: [100, 200]}], models: "
+        "[gpt2-1-1, gpt2-2-2], exposures: 60, recipe: {batch: 2, lr: 3e-3, wd: 0}}.",
     )
+    p.usage = "%(prog)s CONFIG --out DIR [options]\n       %(prog)s DIR --status [--json]"
     p.add_argument("config", help="sweep config (YAML or JSON); with --status, the sweep folder")
-    p.add_argument("--out", help="sweep folder")
+    p.add_argument("--out", metavar="DIR", help="sweep folder (required, except with --status)")
     p.add_argument(
         "--device", choices=["cpu", "cuda"], help="default: one slot per GPU if any, else the CPU"
     )
@@ -815,9 +817,19 @@ def plot_parser(commands) -> None:
     p.add_argument("dir", help="sweep folder (holding runs.parquet)")
     p.add_argument("--out", required=True, help="figure file to write: .png, .pdf or .svg")
     p.add_argument(
-        "--kind", default="capacity", choices=["capacity", "exposures", "architecture", "quantized"]
+        "--kind",
+        default="capacity",
+        choices=["capacity", "exposures", "architecture", "quantized"],
+        help="which figure (default %(default)s): capacity, bits and R against P per N; "
+        "exposures, R against exposures per model; architecture, R against P per family; "
+        "quantized, R against P per quantization",
     )
-    p.add_argument("--dpi", default=150, help="resolution, 50 to 1200")
+    p.add_argument(
+        "--dpi",
+        default=150,
+        help="dots per inch of a .png (default %(default)s; 50 to 1200); .pdf and .svg are "
+        "vector figures, the dpi sizes only their raster parts",
+    )
     outputs(p, "print a JSON summary")
 
 
@@ -878,7 +890,9 @@ def build_parser() -> Parser:
     parser = Parser(
         prog="bioknow",
         description="How many bits of knowledge a language model stores, per parameter "
-        "(Physics of Language Models, Part 3.3). See README.md.",
+        "(Physics of Language Models, Part 3.3, arXiv 2404.05405): generate synthetic "
+        "biographies, train a model for an exact number of exposures, count the bits it "
+        "stores. `bioknow COMMAND -h` describes each command.",
     )
     parser.add_argument("--version", action="version", version=f"bioknow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
