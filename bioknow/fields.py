@@ -124,14 +124,16 @@ class Fields:
 
     @cached_property
     def birth_dates(self) -> tuple[str, ...]:
-        return tuple(birth_date_text(c) for c in range(len(MONTHS) * DAYS * YEARS))
+        years = range(FIRST_YEAR, FIRST_YEAR + YEARS)  # in code order: birth_date_text's
+        return tuple(f"{m} {d}, {y}" for m in MONTHS for d in range(1, DAYS + 1) for y in years)
 
     def values(self, attribute: str) -> tuple[str, ...]:
         """The value strings of an attribute, indexed by its code. The work city is
         indexed by the employer's code: it is the employer's headquarters."""
+        if attribute == "birth_date":  # 67,200 texts, made only when asked for
+            return self.birth_dates
         return {
             "gender": GENDERS,
-            "birth_date": self.birth_dates,
             "birth_city": self.lists["cities"],
             "university": self.lists["universities"],
             "major": self.lists["majors"],

@@ -114,3 +114,40 @@ class Progress:
             self.print(closing=True)
         self.lines = False
         self.bar.close()
+
+
+LONG_RUN = 600.0  # seconds: a CPU run expected to take longer is announced with its estimate
+MEASURED_STEPS, MEASURED_SECONDS = 10, 5.0  # the rate is measured over this much work
+
+
+class Forecast:
+    """One line on stderr, once a short measured rate says the work will take longer than
+    LONG_RUN: how long, and what to do for a quicker first try. The first step (warm-up)
+    is left out of the measure."""
+
+    def __init__(self, total: int, initial: int, advice: str, enabled: bool = True):
+        self.total, self.advice, self.enabled = total, advice, enabled
+        self.first: tuple[int, float] | None = None
+        self.left = total - initial
+
+    def update(self, done: int) -> None:
+        """`done` units of the total done so far."""
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = (done, now)
+            return
+        steps, seconds = done - self.first[0], now - self.first[1]
+        if steps < MEASURED_STEPS or seconds < MEASURED_SECONDS:
+            return
+        self.enabled = False
+        left = seconds / steps * (self.total - done)
+        if left > LONG_RUN:
+            print(
+                f"bioknow: note: about {minutes(left)} to go at {steps / seconds:.2f} "
+                f"steps/s on this CPU ({self.total - done:,} of {self.total:,} steps left); "
+                f"{self.advice}",
+                file=sys.stderr,
+                flush=True,
+            )

@@ -38,7 +38,7 @@ from bioknow.errors import InputError
 from bioknow.feed import Prefetcher, Ready
 from bioknow.model import ModelConfig, Transformer
 from bioknow.process import RunLock
-from bioknow.progress import Progress
+from bioknow.progress import Forecast, Progress
 from bioknow.render.tokens import FragmentTable
 from bioknow.runfolder import latest_checkpoint  # noqa: F401 (part of this module's API)
 from bioknow.stream import WINDOW, JunkSource, MixedStream, Position, TrainStream
@@ -466,6 +466,7 @@ def loop(run, config, stream, checkpoint, state, where, stop_after, progress) ->
             if step % config["log_every"] == 0 or last:
                 trainer.log()
             trainer.bar.update(1)
+            trainer.forecast.update(step)
             stop = trainer.stop_requested(stopper.signal, stop_after)
             if last or stop or step % config["checkpoint_every"] == 0:
                 trainer.checkpoint(finished=last)
@@ -517,6 +518,9 @@ class Trainer:
             enabled=show,
             measure=lambda: self.recent.figures(seen(self.state)),
         )
+        quick = "a first try takes minutes with fewer --exposures or a smaller --model"
+        cpu = where.device.type == "cpu"
+        self.forecast = Forecast(config["steps"], self.start_step, quick, show and cpu)
 
     def step(self, ready: Ready) -> None:
         """One optimizer step on a batch (at the schedule's learning rate); the state moves

@@ -88,3 +88,21 @@ def test_each_line_under_a_pipe_shows_the_figures_since_the_previous_one(tmp_pat
     for line in lines:
         step = int(line.split()[1].replace(",", ""))
         assert f", loss {losses[step]}, tokens/s " in line, line
+
+
+def test_a_long_cpu_run_says_how_long_up_front(tiny, tmp_path, monkeypatch, capsys):
+    """Once a short measured rate says the run will be long, train says about how long
+    and how to make a first try quicker; a short run says nothing of it."""
+    import bioknow
+    from bioknow import progress
+
+    args = dict(batch=1, device="cpu", log_every=100, progress=True)
+    monkeypatch.setattr(progress, "MEASURED_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "MEASURED_STEPS", 2)
+    bioknow.train_run(tiny / "data", "gpt2-1-1", 4, tmp_path / "short", **args)
+    assert "bioknow: note: about" not in capsys.readouterr().err
+    monkeypatch.setattr(progress, "LONG_RUN", 0.0)  # any run is long
+    bioknow.train_run(tiny / "data", "gpt2-1-1", 4, tmp_path / "long", **args)
+    notes = [x for x in capsys.readouterr().err.splitlines() if x.startswith("bioknow: note:")]
+    assert len(notes) == 1 and "steps/s on this CPU" in notes[0]
+    assert "fewer --exposures or a smaller --model" in notes[0]
