@@ -1,7 +1,7 @@
 """The `bioknow` command: for each subcommand, a parser builder and a handler that calls
 the function the Python API offers under the same name (`import bioknow`).
 
-Bad input exits with status 2 and one line naming the problem (DESIGN section 4).
+Bad input exits with status 2 and one line naming the problem (docs/design.md §9.5).
 """
 
 import argparse

@@ -1,5 +1,5 @@
 """Materialized corpora: exactly the exposure-exact stream bioknow trains on, written as
-shards for other trainers (DESIGN section 3).
+shards for other trainers (docs/design.md §4).
 
     OUT/corpus.json                 header: dtype, vocabulary, window, counts, label kinds, shards
     OUT/tokens-00000.bin ...        --format bin: flat token ids (uint16 if the vocabulary fits)

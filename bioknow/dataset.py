@@ -1,4 +1,4 @@
-"""The dataset folder (DESIGN section 4): generate it, and read what it holds.
+"""The dataset folder (docs/design.md §8.1): generate it, and read what it holds.
 
     DIR/manifest.json          variant, N, seed, N0, log2 S0, knowledge bits, versions, checksums
     DIR/README.md              dataset card: `datasets.load_dataset(DIR)` reads the renderings
@@ -42,7 +42,7 @@ from bioknow.render.stored import StoredTable
 from bioknow.render.tokens import FragmentTable
 
 FORMAT = "bioknow-dataset/1"
-# variant -> how its renderings are drawn (SPEC section 2.4)
+# variant -> how its renderings are drawn (docs/design.md §2.4)
 VARIANTS = {
     "bioS": "online: a fresh rendering at every exposure",
     "bioS-simple": "one fixed rendering per person",

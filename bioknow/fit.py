@@ -1,4 +1,4 @@
-"""Scaling-law fits over a sweep's results table (SPEC section 7).
+"""Scaling-law fits over a sweep's results table (docs/design.md §10).
 
 Forms:
 - capacity law, bits = min(R* P, bits_max) (Part 3.3: a peak capacity ratio R*);

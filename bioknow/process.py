@@ -1,4 +1,4 @@
-"""Processes (DESIGN section 8): one writer per run folder, and children that die with
+"""Processes (docs/design.md §9.4): one writer per run folder, and children that die with
 the sweep that started them and can be asked, all at once, to checkpoint and stop.
 
 A run folder's writer holds `RUN/lock`: a file holding its pid, locked with flock(2) for

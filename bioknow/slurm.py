@@ -1,4 +1,4 @@
-"""Sweeps on a Slurm cluster (DESIGN section 9): a grid's points as a Slurm job array,
+"""Sweeps on a Slurm cluster (docs/design.md §11): a grid's points as a Slurm job array,
 submitted through submitit.
 
     DIR/slurm/jobs.json       each point's latest Slurm job (point id -> job id)

@@ -1,4 +1,4 @@
-"""The tokens of the 67,200 birth dates, cheaply (docs/design.md, "Tokens").
+"""The tokens of the 67,200 birth dates, cheaply (docs/design.md §3).
 
 Every bioS biography's birth date is one of 12 x 28 x 200 texts " Month D, YYYY". Under a
 GPT-2-style tokenizer (no normalizer, a byte-level pre-tokenizer splitting by the GPT-2

@@ -1,4 +1,4 @@
-"""Biographies straight to token ids, with a label per token (DESIGN section 2).
+"""Biographies straight to token ids, with a label per token (docs/design.md §3).
 
 Every template fragment and field value is tokenized once into a *piece*. A slot's piece
 carries the space before it (" October 2, 1996", " She"), so every piece boundary is a
@@ -359,7 +359,7 @@ class FragmentTable:
 
     def mismatches(self, people, exposure) -> list[int]:
         """People whose assembled tokens differ from the tokenizer run on their text: the
-        invariant every tokenizer must keep (DESIGN section 2)."""
+        invariant every tokenizer must keep (docs/design.md §3)."""
         people = np.asarray(people, dtype=np.int64)
         units = self.assemble(people, exposure)
         texts = [r.text for r in render_people(self.population, people, exposure)]
