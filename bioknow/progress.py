@@ -5,7 +5,8 @@ plain line every `BIOKNOW_PROGRESS_SECONDS` (default 30) and at the end, e.g.
 
     train: 1,200 of 76,600 steps (1.6%), loss 2.2513, 33,012 tokens/s, 1.4 min, ETA 38 min
 
-so that a log always says how far a command got and how long it has to go.
+so that a log always says how far a command got and how long it has to go; train's
+figures on each line (loss, tokens/s) are measured since the previous line.
 """
 
 import os
