@@ -126,10 +126,9 @@ class Forecast:
     LONG_RUN: how long, and what to do for a quicker first try. The first step (warm-up)
     is left out of the measure."""
 
-    def __init__(self, total: int, initial: int, advice: str, enabled: bool = True):
+    def __init__(self, total: int, advice: str, enabled: bool = True):
         self.total, self.advice, self.enabled = total, advice, enabled
         self.first: tuple[int, float] | None = None
-        self.left = total - initial
 
     def update(self, done: int) -> None:
         """`done` units of the total done so far."""

@@ -520,7 +520,7 @@ class Trainer:
         )
         quick = "a first try takes minutes with fewer --exposures or a smaller --model"
         cpu = where.device.type == "cpu"
-        self.forecast = Forecast(config["steps"], self.start_step, quick, show and cpu)
+        self.forecast = Forecast(config["steps"], quick, show and cpu)
 
     def step(self, ready: Ready) -> None:
         """One optimizer step on a batch (at the schedule's learning rate); the state moves
