@@ -1,4 +1,4 @@
-"""Knowledge bits and capacity ratios: the formulas of SPEC section 5, nothing else.
+"""Knowledge bits and capacity ratios: the formulas of docs/design.md §7, nothing else.
 
 Losses p1, p2, p3 are per-person (bioD: per person and attribute) sums of per-token
 cross-entropy in nats. A term log2(x / e^p) is computed as log2 x - p / ln 2. Each term

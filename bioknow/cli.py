@@ -1,7 +1,7 @@
 """The `bioknow` command: for each subcommand, a parser builder and a handler that calls
 the function the Python API offers under the same name (`import bioknow`).
 
-Bad input exits with status 2 and one line naming the problem (DESIGN section 4).
+Bad input exits with status 2 and one line naming the problem (docs/design.md §9.5).
 """
 
 import argparse
@@ -114,7 +114,7 @@ def dataset_summary(manifest: dict, where: str, verified: dict | None = None) ->
             f"  knowledge    {bits['total']:,.0f} bits at most "
             f"({bits['name']:,.0f} in names + {bits['value']:,.0f} in values"
             + (f" + {bits['diversity']:,.0f} in diversity sets)" if "diversity" in bits else ")"),
-            f"  renderings   {shown['kind']}; {shown['stored']:,} stored",
+            f"  renderings   {shown['kind']}; {dataset.stored_text(manifest)}",
             f"  tokenizer    {tok['source']}: {tok['vocab_size']:,} tokens "
             f"(padded {tok['padded_vocab_size']:,}), {tok['used_ids']:,} used by the corpus",
             f"  tokens       {tok['mean_tokens_per_biography']:.2f} per biography, "
@@ -561,10 +561,10 @@ def bits_table(report: dict) -> str:
             f"  {report['quantize']} ({report['method']}): R {report['before']['R']:.4f} "
             f"before -> {report['R']:.4f} after"
         )
-    lines.append(f"  {'attribute':12s} {'bits':>12s} {'loss':>8s} {'accuracy':>9s}")
+    lines.append(f"  {'attribute':12s} {'bits':>12s} {'loss (nats)':>12s} {'accuracy':>9s}")
     for name, a in report["attributes"].items():
         bits = f"{a['bits']:,.0f}" if "bits" in a else "(not counted)"
-        lines.append(f"  {name:12s} {bits:>12s} {a['loss']:8.4f} {a['accuracy']:9.3f}")
+        lines.append(f"  {name:12s} {bits:>12s} {a['loss']:12.4f} {a['accuracy']:9.3f}")
     where = Path(report["run"]) / report["report"] if "run" in report else report["report"]
     lines.append(f"  report       {where}")
     return "\n".join(lines)
@@ -771,10 +771,17 @@ def sweep_parser(commands) -> None:
         "evaluates in its own run folder, results go to runs.parquet and runs.csv (the "
         "column `report` names the evaluation report each row is read from). Running it "
         "again skips finished points, resumes interrupted ones and retries failed ones. "
-        "See scripts/sweep-cpu.yaml.",
+        "A config, for example: {datasets: [{variant: bioS-simple, n: [100, 200]}], models: "
+        "[gpt2-1-1, gpt2-2-2], exposures: 60, recipe: {batch: 2, lr: 3e-3, wd: 0}}.",
     )
+    p.usage = "%(prog)s CONFIG --out DIR [options]\n       %(prog)s DIR --status [--json]"
     p.add_argument("config", help="sweep config (YAML or JSON); with --status, the sweep folder")
-    p.add_argument("--out", help="sweep folder (new, empty, or a sweep of the same config)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="sweep folder: new, empty, or a sweep of the same config, which is continued "
+        "(required, except with --status)",
+    )
     p.add_argument(
         "--device", choices=["cpu", "cuda"], help="default: one slot per GPU if any, else the CPU"
     )
@@ -916,8 +923,17 @@ def plot_parser(commands) -> None:
         "--kind",
         default="capacity",
         choices=["capacity", "exposures", "architecture", "quantized", "memorization"],
+        help="which figure (default %(default)s): capacity, bits and R against P per N; "
+        "exposures, R against exposures per model; architecture, R against P per family; "
+        "quantized, R against P per quantization; memorization, memorized bits against "
+        "dataset bits per model (random sequences)",
     )
-    p.add_argument("--dpi", default=150, help="resolution, 50 to 1200")
+    p.add_argument(
+        "--dpi",
+        default=150,
+        help="dots per inch of a .png (default %(default)s; 50 to 1200); .pdf and .svg are "
+        "vector figures, the dpi sizes only their raster parts",
+    )
     outputs(p, "print a JSON summary")
 
 
@@ -981,7 +997,9 @@ def build_parser() -> Parser:
     parser = Parser(
         prog="bioknow",
         description="How many bits of knowledge a language model stores, per parameter "
-        "(Physics of Language Models, Part 3.3). See README.md.",
+        "(Physics of Language Models, Part 3.3, arXiv 2404.05405): generate synthetic "
+        "biographies, train a model for an exact number of exposures, count the bits it "
+        "stores. `bioknow COMMAND -h` describes each command.",
     )
     parser.add_argument("--version", action="version", version=f"bioknow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

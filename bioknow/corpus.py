@@ -1,5 +1,5 @@
 """Materialized corpora: exactly the exposure-exact stream bioknow trains on, written as
-shards for other trainers (DESIGN section 3).
+shards for other trainers (docs/design.md §4).
 
     OUT/corpus.json                 header: dtype, vocabulary, window, counts, label kinds, shards
     OUT/bioknow-folder.json         what the folder is: a corpus (`bioknow.ownership`)

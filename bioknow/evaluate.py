@@ -2,7 +2,7 @@
 
 A *scorer* is any callable from token ids [b, L] to logits [b, L, V]; the logits at
 position t predict token t + 1. Each evaluation row is one unit (end-of-text, then the
-biography) from position 0 (SPEC section 5): p1 sums the losses of the name's tokens,
+biography) from position 0 (docs/design.md §7): p1 sums the losses of the name's tokens,
 p2 those of the six knowledge values (gender: the first pronoun token; the work city is
 reported apart). Accuracy is greedy decoding of each value after the text before it,
 exact match: since greedy decoding reproduces a value exactly when every next-token
@@ -75,7 +75,7 @@ def score(
 
 
 def _report(result: dict, losses: dict, n: int, params: dict, p: dict) -> dict:
-    """The fields every report shares (DESIGN section 4)."""
+    """The fields every report shares (docs/design.md §8.3)."""
     report = {
         "N": n,
         "people": len(losses["name"]),
@@ -149,6 +149,8 @@ def biod_report(losses: dict, n: int, n0: int, biod: dict, params: dict, seed: i
         "values": {
             "loss": float(values.mean()) / k,
             "accuracy": float((correct[:, 0] & correct[:, 1]).mean()),
+            "bits": report["bits_value"],  # counted in the total, as bioS's attributes are
+            "bits_clamped": report["bits_value_clamped"],
         }
     }
 

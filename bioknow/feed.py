@@ -1,4 +1,4 @@
-"""The trainer's batches, made ahead of the step (DESIGN section 7: the stream must never
+"""The trainer's batches, made ahead of the step (docs/design.md §4: the stream must never
 be what the device waits for).
 
 A background thread turns the stream's batches into the tensors a step takes: this

@@ -2,7 +2,7 @@
 
 A fields folder (the default is `bioknow/templates/`, inside the package) holds plain
 UTF-8 text, one item per line: the name pools, the attribute values and six files of
-sentence templates (SPEC sections 2.1-2.3). The layout of the paper's own field lists
+sentence templates (docs/design.md §2.1-2.3). The layout of the paper's own field lists
 (`first_name.txt`, `city.txt`, `field.txt`, `company.txt`, ... and no templates) is read
 as it is: their file names map to ours, their placeholders ({name}, {birthday}, ...) to
 our slots, and a folder without `sentences/` takes the package's templates. The lists may
@@ -20,7 +20,7 @@ from bioknow.errors import InputError
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "templates"
 
-# file stem -> the size of bioknow's own list (SPEC sections 2.1, 2.2); a folder's lists
+# file stem -> the size of bioknow's own list (docs/design.md §2.1, 2.2); a folder's lists
 # may have other sizes
 LISTS = {
     "first_names": 400,
@@ -31,9 +31,9 @@ LISTS = {
     "majors": 100,
     "employers": 263,
 }
-# The six sentences of a biography, in their canonical order (SPEC section 2.3).
+# The six sentences of a biography, in their canonical order (docs/design.md §2.3).
 SENTENCES = ("birth_date", "birth_city", "university", "major", "employer", "work_city")
-# The independent attributes whose values carry knowledge bits (SPEC section 2.2).
+# The independent attributes whose values carry knowledge bits (docs/design.md §2.2).
 KNOWLEDGE = ("gender", "birth_date", "birth_city", "university", "major", "employer")
 MIN_TEMPLATES = 45
 # The file names of the paper's field lists (PhysicsLM4, Capo-bioS-bioR/fields/).
@@ -124,14 +124,16 @@ class Fields:
 
     @cached_property
     def birth_dates(self) -> tuple[str, ...]:
-        return tuple(birth_date_text(c) for c in range(len(MONTHS) * DAYS * YEARS))
+        years = range(FIRST_YEAR, FIRST_YEAR + YEARS)  # in code order: birth_date_text's
+        return tuple(f"{m} {d}, {y}" for m in MONTHS for d in range(1, DAYS + 1) for y in years)
 
     def values(self, attribute: str) -> tuple[str, ...]:
         """The value strings of an attribute, indexed by its code. The work city is
         indexed by the employer's code: it is the employer's headquarters."""
+        if attribute == "birth_date":  # 67,200 texts, made only when asked for
+            return self.birth_dates
         return {
             "gender": GENDERS,
-            "birth_date": self.birth_dates,
             "birth_city": self.lists["cities"],
             "university": self.lists["universities"],
             "major": self.lists["majors"],
@@ -146,12 +148,12 @@ class Fields:
 
     @property
     def n0(self) -> int:
-        """N0: the number of distinct full names (SPEC section 2.1)."""
+        """N0: the number of distinct full names (docs/design.md §2.1)."""
         return math.prod(len(self.lists[k]) for k in ("first_names", "middle_names", "last_names"))
 
     @property
     def log2_s0(self) -> float:
-        """log2 S0: bits of the six independent attributes of a person (SPEC section 2.2)."""
+        """log2 S0: bits of the six independent attributes of a person (docs/design.md §2.2)."""
         return sum(math.log2(self.cardinality(a)) for a in KNOWLEDGE)
 
     def files(self) -> dict[str, str]:
@@ -271,7 +273,7 @@ def split_slots(text: str, allowed, fail, glued: str = "{_") -> tuple[tuple[str,
     """Split a template into ("text", literal) and ("slot", name) parts, checking that
     every slot is allowed, follows a space (or opens the text) and is not glued to a
     letter, a digit or a character of `glued`, so that every slot boundary is a tokenizer
-    boundary (DESIGN section 2). `allowed` is a tuple of names or a mapping of names
+    boundary (docs/design.md §3). `allowed` is a tuple of names or a mapping of names
     (aliases too) to slot names. `fail(why)` makes the error."""
     names = allowed if isinstance(allowed, dict) else {a: a for a in allowed}
     parts: list[tuple[str, str]] = []
@@ -298,7 +300,7 @@ def split_slots(text: str, allowed, fail, glued: str = "{_") -> tuple[tuple[str,
 def parse_template(where: str, text: str, sentence: str) -> Template:
     """Split a template of a sentence into parts and check the rules that keep every slot
     boundary a tokenizer boundary: it opens with "{subject} " or "{subject}'s ", holds
-    {value} exactly once, and no slot is glued to a letter or digit (DESIGN section 2).
+    {value} exactly once, and no slot is glued to a letter or digit (docs/design.md §3).
     {name} and the sentence's placeholder of the paper's templates ({birthday}, ...) are
     read as {subject} and {value}; `where` names file and line in an error."""
 

@@ -1,4 +1,4 @@
-"""Scaling-law fits over a sweep's results table (SPEC section 7).
+"""Scaling-law fits over a sweep's results table (docs/design.md §10).
 
 Forms:
 - capacity law, bits = min(R* P, bits_max) (Part 3.3: a peak capacity ratio R*);
@@ -15,7 +15,8 @@ several starts. A fit is `converged` only when scipy reports success, the best l
 reached by at least two starts or the gradient there is small, and every parameter is
 finite; otherwise its parameters are kept apart (`last`) and never reported as a result.
 Intervals are the 2.5 and 97.5 percentiles of the parameters refitted on rows resampled
-with replacement, seeded.
+with replacement, seeded. A converged fit with an interval wider than DECADES orders of
+magnitude is marked unidentified, with the reason.
 
 Nothing here raises on awkward data. Runs whose values are missing, not finite or not
 positive are left out of a fit that takes their logs; a fit whose remaining runs cannot
@@ -64,6 +65,7 @@ NOT_ENOUGH = "not enough data for this fit: "
 # a log or a power outside its domain, a singular matrix
 NUMERIC_ERRORS = (ArithmeticError, ValueError, np.linalg.LinAlgError)
 MAX_EXP = 709.0  # math.exp overflows a float just above 709.78
+DECADES = 6  # a 95% interval wider than this many orders of magnitude: not identified
 
 
 # -- the results table ----------------------------------------------------------------------
@@ -191,6 +193,20 @@ def _bootstrap(refit: Callable, n: int, draws: int, seed: int) -> dict:
     return {"intervals": intervals, "bootstrap": info}
 
 
+def _identified(result: dict) -> dict:
+    """A converged fit with its intervals, marked `identified` or not: a positive parameter
+    whose 95% interval spans more than DECADES orders of magnitude is not pinned down by
+    the runs (`unidentified` says which and how wide), whatever the optimizer reports."""
+    for name, (low, high) in (result.get("intervals") or {}).items():
+        if low > 0 and high > 0 and math.log10(high / low) > DECADES:
+            why = (
+                f"{name}'s 95% interval [{low:.4g}, {high:.4g}] spans "
+                f"{math.log10(high / low):.0f} orders of magnitude: these runs do not pin it down"
+            )
+            return {**result, "identified": False, "unidentified": why}
+    return {**result, "identified": True}
+
+
 # -- optimizers -----------------------------------------------------------------------------
 
 
@@ -309,7 +325,7 @@ def _nonlinear(
             "converged: these runs do not determine the parameters"
         )
         return {**result, "converged": False, "message": message, "last": params}
-    return {**result, "params": params, **boot}
+    return _identified({**result, "params": params, **boot})
 
 
 # -- (a) the capacity law -------------------------------------------------------------------
@@ -372,7 +388,7 @@ def capacity_law(df: Table, quantize: str = "none", draws: int = 500, seed: int 
         return {"R_star": _exp(draw.x)} if draw is not None and draw.success else None
 
     boot = _bootstrap(refit, len(rows), draws, seed)
-    return {**result, "params": {"R_star": _exp(res.x)}, **boot}
+    return _identified({**result, "params": {"R_star": _exp(res.x)}, **boot})
 
 
 # -- (b) power laws -------------------------------------------------------------------------
@@ -402,7 +418,8 @@ def _plain_power_law(lx: np.ndarray, ly: np.ndarray, seed: int, draws: int) -> d
     result = {"form": "y = a x^b", "n_runs": n, "converged": True, "message": "closed form"}
     if not _finite(params):
         return {**result, "converged": False, "message": "a overflows a float", "last": params}
-    return {**result, "params": params, "r2": line[2], **_bootstrap(refit, n, draws, seed)}
+    boot = _bootstrap(refit, n, draws, seed)
+    return _identified({**result, "params": params, "r2": line[2], **boot})
 
 
 def _offset_starts(lx: np.ndarray, ly: np.ndarray, u: np.ndarray) -> list[tuple]:
@@ -447,7 +464,8 @@ def _offset_power_law(lx: np.ndarray, ly: np.ndarray, **options) -> dict:
     if "params" in result and result["params"]["c"] < 1e-6 * math.exp(ly.min()):
         message = "c tends to 0 (the boundary): no offset, see the plain power law"
         params = result.pop("params")
-        result.pop("intervals")
+        for key in ("intervals", "identified", "unidentified"):
+            result.pop(key, None)
         return {**result, "converged": False, "message": message, "last": params}
     if "params" in result:  # the loss is the sum of squared log residuals
         spread = float(((ly - ly.mean()) ** 2).sum())
@@ -708,8 +726,11 @@ def _summary(fit: dict, extra: str = "") -> str:
         span = f" [{_number(low_high[0])}, {_number(low_high[1])}]" if low_high else ""
         values.append(f"{name} = {_number(value)}{span or ' [no interval]'}")
     boot = fit["bootstrap"]
+    verdict = (
+        "converged" if fit.get("identified", True) else f"unidentified ({fit['unidentified']})"
+    )
     return (
-        f"{', '.join(values)}{extra}; {fit['n_runs']} runs; converged; "
+        f"{', '.join(values)}{extra}; {fit['n_runs']} runs; {verdict}; "
         f"{boot['converged']} of {boot['draws']} bootstrap draws converged"
     )
 

@@ -1,4 +1,4 @@
-"""Digests of everything a number depends on, and their checks (DESIGN section 8).
+"""Digests of everything a number depends on, and their checks (docs/design.md §9.2).
 
 A dataset folder's `manifest.json` lists the size and SHA-256 of every other file, and
 `manifest.sha256` beside it covers the manifest itself (`sha256sum -c manifest.sha256`

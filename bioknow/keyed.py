@@ -2,7 +2,7 @@
 
 A key such as (seed, stream, person, exposure) picks a value without any state, so a
 person of a population too large to store, or any exposure of any person, is computable
-on its own, in any order, for many keys at once (DESIGN section 1.2).
+on its own, in any order, for many keys at once (docs/design.md §9.1).
 """
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""One configurable decoder-only transformer for every model family (SPEC section 3).
+"""One configurable decoder-only transformer for every model family (docs/design.md §5).
 
 `ModelConfig.from_name` parses `gpt2-L-H`, `llama-L-H`, `mistral-L-H`, `gpt2-mlp4-L-H`,
 `gpt2-nomlp-L-H` and `gpt2-moe-L-H` (L layers, H heads of 64 dimensions, d = 64 H); one
@@ -353,7 +353,7 @@ class Transformer(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten().long(), ignore_index=-100)
 
     def parameter_counts(self, used_ids: int) -> dict[str, int]:
-        """P (SPEC section 3: non-embedding parameters plus the embedding rows, input and output,
+        """P (docs/design.md §5: non-embedding parameters plus the embedding rows, input and output,
         of the `used_ids` token ids in the data), the total (tied weights once) and the
         non-embedding count."""
         cfg = self.config

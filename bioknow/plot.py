@@ -13,7 +13,7 @@ Four kinds (`KINDS`), all drawn from rows with status "done":
 - "quantized": R against P, one colour per quantize setting (none, int8, int4).
 
 Bits and R are the clamped values (`bits_clamped`, `R_clamped`: each term of the bits
-clamped at 0, SPEC section 5). A run with a negative term is drawn with a hollow marker;
+clamped at 0, docs/design.md §7). A run with a negative term is drawn with a hollow marker;
 on a logarithmic axis a run with no bits stored at all sits, hollow, on the bottom edge.
 Where the table has 95% intervals (`R_ci95_low`, `R_ci95_high`, `bits_ci95_low`, ...: a
 sampled evaluation) they are drawn as error bars. Besides its colour, a series is split by
@@ -191,7 +191,7 @@ def present(value) -> bool:
 
 def clamped(row: dict) -> bool:
     """Whether a term of the run's bits is negative, so that its clamped R exceeds the raw
-    R (SPEC section 5)."""
+    R (docs/design.md §7)."""
     raw = row.get("R")
     return present(raw) and raw < row["R_clamped"] - 1e-9 * max(1.0, abs(raw))
 
@@ -280,9 +280,12 @@ def colours(rows: list[dict], column: str) -> dict:
 
 
 def colour_label(column: str, value, rows: list[dict]) -> str:
-    """The legend text of a colour; a model's also gives its size."""
+    """The legend text of a colour; a model's also gives its size P in the series' `rows`
+    (P depends on N through the token ids the corpus uses)."""
     if column == "model":
-        return f"{value} (P = {si(min(r['P'] for r in rows if r['model'] == value))})"
+        sizes = sorted({r["P"] for r in rows if r["model"] == value})
+        size = si(sizes[0]) if len(sizes) == 1 else f"{si(sizes[0])} to {si(sizes[-1])}"
+        return f"{value} (P = {size})"
     return describe(column, [value])
 
 
@@ -316,7 +319,7 @@ def draw(ax: Axes, rows: list[dict], spec: Spec, y: str, floor: float | None = N
                 continue
             picked = [series[x] for x in sorted(series)]
             label = ", ".join(
-                [colour_label(spec.colour, value, rows)]
+                [colour_label(spec.colour, value, picked)]
                 + [describe(c, [v]) for c, v in zip(varying, combo, strict=True)]
             )
             # each series' hollow markers a size larger: clamped runs that coincide (R = 0)

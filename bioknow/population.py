@@ -1,6 +1,6 @@
 """N made-up people: distinct full names and six uniform, independent attributes.
 
-A population is a pure function of (seed, N, fields) (DESIGN section 1.2). Person i's
+A population is a pure function of (seed, N, fields) (docs/design.md §9.1). Person i's
 name is the i-th value of a keyed random bijection of [0, N0), so the N names are
 distinct without storing N0 of anything; every attribute is a counter-based draw keyed
 by (seed, attribute, person). Any person is therefore computable on its own

@@ -1,4 +1,4 @@
-"""Processes (DESIGN section 8): one writer per run folder, and children that die with
+"""Processes (docs/design.md §9.4): one writer per run folder, and children that die with
 the sweep that started them and can be asked, all at once, to checkpoint and stop.
 
 A run folder's writer holds `RUN/lock`: a file holding its pid, locked with flock(2) for
@@ -156,3 +156,24 @@ def holder(folder: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if alive(pid) else None
+
+
+def hold(f) -> None:
+    """Lock the open file `f` for as long as it stays open (a sweep holds a point's log so
+    while it works on the point: `held` tells so from any process)."""
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+
+
+def held(path: Path) -> bool:
+    """Whether a live process holds the file `path` locked with `hold`."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -284,7 +284,7 @@ class QATable:
 
     def mismatches(self, items, exposure) -> list[int]:
         """Items whose assembled tokens differ from the tokenizer run on their text (the
-        fragment invariant of DESIGN section 2)."""
+        fragment invariant of docs/design.md §3)."""
         items = np.asarray(items, dtype=np.int64)
         units = self.assemble(items, exposure)
         encoded = encode(self.tokenizer, [self.text(i, exposure) for i in items])

@@ -13,7 +13,7 @@ steps), cosine decay to 0.1 x the peak.
 import math
 from dataclasses import dataclass
 
-# N -> {exposures: (weight decay, peak lr, batch)}; SPEC section 4.
+# N -> {exposures: (weight decay, peak lr, batch)}; docs/design.md §6.
 TABLE = {
     10_000: {1000: (0.02, 1e-3, 24)},
     20_000: {1000: (0.02, 1e-3, 48)},

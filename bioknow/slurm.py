@@ -1,4 +1,4 @@
-"""Sweeps on a Slurm cluster (DESIGN section 9): a grid's points as a Slurm job array,
+"""Sweeps on a Slurm cluster (docs/design.md §11): a grid's points as a Slurm job array,
 submitted through submitit.
 
     DIR/slurm/jobs.json       each point's latest Slurm job (point id -> job id)
@@ -296,11 +296,12 @@ def point_state(sweep: Path, point, config: dict, quantize, job, live: dict, fai
             err = sweep / SUBMITIT / f"{job}_0_log.err"
             return "failed", f"job {job} ended without finishing the point (see {err})"
         return ("interrupted" if end.get("stopped") else "failed"), end["error"]
-    if process.holder(run) is not None:
+    if process.holder(run) is not None or process.held(log):
         return "running", None
     if failed:
         return "failed", f"see {log}"
-    return ("interrupted" if (run / "config.json").is_file() else "waiting"), None
+    started = (run / "config.json").is_file() or log.is_file()
+    return ("interrupted" if started else "waiting"), None
 
 
 def status(out) -> list[dict]:

@@ -1,7 +1,7 @@
 """Token streams: exposure-exact training windows, and evaluation rows.
 
 Training for E exposures is E rounds; each round emits every person's unit (end-of-text
-+ biography) once, in a fresh keyed random order (DESIGN section 3, SPEC section 2.5).
++ biography) once, in a fresh keyed random order (docs/design.md §4, §2.5).
 bioS renders a fresh biography in every round; bioS-simple repeats its one rendering.
 The units are concatenated and cut into windows of 512 tokens, B windows a batch;
 steps = ceil(total tokens / (B x 512)), and the last batch is padded. Everything is a pure
@@ -182,7 +182,7 @@ class TrainStream:
 
 class JunkSource:
     """Junk windows: biographies of a bioS(N') population that is computed per person and
-    never stored (SPEC section 2.4, junk data). Junk window m is a pure function of m:
+    never stored (docs/design.md §2.4, junk data). Junk window m is a pure function of m:
     units of people drawn with replacement, keyed by (m, j), cut at the window's end."""
 
     def __init__(self, fields, tokenizer, seed: int, n: int, window: int = WINDOW):

@@ -434,19 +434,20 @@ def run_point(
     children = children or process.Children()
     log = sweep / "logs" / f"{point.id}.log"
     error = None
-    for _ in range(ATTEMPTS):
-        error = None
-        for cmd in commands(point, sweep, config):
-            with open(log, "a") as f:
+    with open(log, "a") as f:
+        process.hold(f)  # while the point is worked on, between its commands too (--status)
+        for _ in range(ATTEMPTS):
+            error = None
+            for cmd in commands(point, sweep, config):
                 f.write(f"$ {' '.join(cmd)}\n")
                 f.flush()
                 status = children.run(cmd, f, env)
-            if status != 0:
-                name = cmd[cmd.index("bioknow") + 1]
-                error = f"{name} exited with status {status} (see {log})"
-                break
-        if error is None or children.stopping:
-            return error
+                if status != 0:
+                    name = cmd[cmd.index("bioknow") + 1]
+                    error = f"{name} exited with status {status} (see {log})"
+                    break
+            if error is None or children.stopping:
+                return error
     return error
 
 

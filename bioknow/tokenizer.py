@@ -1,8 +1,8 @@
 """Tokenizers: the default byte-level BPE, trained offline on the fields, or any Hugging
-Face tokenizer (SPEC section 3, Tokenizer).
+Face tokenizer (docs/design.md §3).
 
 The default uses GPT-2's byte-level pre-tokenization, so every fragment boundary of a
-template is a pre-tokenizer boundary (DESIGN section 2). It is trained on the field
+template is a pre-tokenizer boundary (docs/design.md §3). It is trained on the field
 values and templates alone, deterministically, with every year 1900-2099 one token, and
 its vocabulary is padded with unused special tokens to a multiple of 64.
 """

@@ -48,7 +48,7 @@ from bioknow.errors import InputError
 from bioknow.feed import Prefetcher, Ready
 from bioknow.model import ModelConfig, Transformer
 from bioknow.process import RunLock
-from bioknow.progress import Progress
+from bioknow.progress import Forecast, Progress
 from bioknow.render.tokens import FragmentTable
 from bioknow.runfolder import latest_checkpoint  # noqa: F401 (part of this module's API)
 from bioknow.stream import WINDOW, JunkSource, MixedStream, Position, TrainStream
@@ -496,6 +496,7 @@ def loop(run, config, stream, checkpoint, state, where, stop_after, progress) ->
             if step % config["log_every"] == 0 or last:
                 trainer.log()
             trainer.bar.update(1)
+            trainer.forecast.update(step)
             stop = trainer.stop_requested(stopper.signal, stop_after)
             if last or stop or step % config["checkpoint_every"] == 0:
                 trainer.checkpoint(finished=last)
@@ -544,7 +545,18 @@ class Trainer:
         )
         self.started = time.perf_counter()
         show = progress and where.writer
-        self.bar = Progress(config["steps"], "train", "step", initial=self.start_step, enabled=show)
+        self.recent = Recent(where.device, seen(state))
+        self.bar = Progress(
+            config["steps"],
+            "train",
+            "step",
+            initial=self.start_step,
+            enabled=show,
+            measure=lambda: self.recent.figures(seen(self.state)),
+        )
+        quick = "a first try takes minutes with fewer --exposures or a smaller --model"
+        cpu = where.device.type == "cpu"
+        self.forecast = Forecast(config["steps"], quick, show and cpu)
 
     def open_logs(self) -> tuple:
         """The metrics log and the tracker (the writing rank's)."""
@@ -568,7 +580,9 @@ class Trainer:
         scale = ready.mine * self.where.world / max(ready.total, 1)
         loss = optimizer_step(self.model, self.opt, ready.x, ready.y, lr, scale, bf16=self.bf16)
         if ready.mine:  # a rank's rows of a last batch may hold no target: its loss is nan
-            self.loss_sum += loss * ready.mine
+            weighted = loss * ready.mine
+            self.loss_sum += weighted
+            self.recent.add(weighted, ready.mine)
             if step >= self.final_from:
                 self.final_sum += loss.double() * ready.mine
         self.meter.counted += ready.mine
@@ -670,6 +684,32 @@ class Meter:
         loss_sum.zero_()
         self.counted, self.seen, self.at = 0, seen(state), now
         return line
+
+
+class Recent:
+    """The loss and speed since the previous progress line (this rank's rows), so that each
+    line under a pipe shows figures of its own interval, however far apart metrics lines
+    are. The loss is read (a device sync) only when a line is shown."""
+
+    def __init__(self, device: torch.device, tokens: int):
+        self.loss = torch.zeros((), dtype=torch.float32, device=device)
+        self.counted, self.seen, self.at = 0, tokens, time.perf_counter()
+
+    def add(self, weighted_loss: torch.Tensor, targets: int) -> None:
+        self.loss += weighted_loss.detach()
+        self.counted += targets
+
+    def figures(self, tokens: int) -> dict:
+        """loss and tokens/s since the previous line ({} when no step ended); then start
+        anew."""
+        now = time.perf_counter()
+        if not self.counted and tokens == self.seen:
+            return {}
+        out = {"loss": f"{self.loss.item() / self.counted:.4f}"} if self.counted else {}
+        out["tokens/s"] = f"{(tokens - self.seen) / max(now - self.at, 1e-9):,.0f}"
+        self.loss.zero_()
+        self.counted, self.seen, self.at = 0, tokens, now
+        return out
 
 
 def load_run(run, device="cpu") -> tuple[dict, Transformer, dict]:

@@ -1,4 +1,4 @@
-"""The one validation layer (DESIGN section 8): every argument of every subcommand, of the
+"""The one validation layer (docs/design.md §9.5): every argument of every subcommand, of the
 Python API and of a sweep config is checked here, before anything is written.
 
 A schema maps an option to a rule; a rule turns a value (a number, or text as typed:
@@ -17,7 +17,7 @@ from pathlib import Path
 from bioknow.errors import InputError
 
 SEED_MAX = 2**63 - 1
-# distinct names of the default lists (SPEC 2.1): the largest N, and --junk-n, accepted;
+# distinct names of the default lists (docs/design.md §2.1): the largest N, and --junk-n, accepted;
 # a fields folder with fewer names lowers the bound to its own N0
 N0 = 400 * 400 * 1000
 MAX_EXPOSURES = 10**6

@@ -405,3 +405,21 @@ def test_a_biod_folder_describes_biod(tiny, capsys):
     out = capsys.readouterr().out
     assert "K = 2 attributes (ID 1..ID 2), each C = 1 chunk(s) drawn from D = 10" in out
     assert "six attributes" not in out and "in diversity sets" in out
+
+
+def test_the_eval_table_counts_biod_values_and_gives_the_loss_unit(tiny, tmp_path, capsys):
+    """bioD's value bits are in the total: the values row shows them (the report's
+    bits_value), never "(not counted)"; the loss column says it is in nats."""
+    from conftest import copy_tiny
+
+    from bioknow import cli, integrity
+
+    run = copy_tiny(tiny, tmp_path / "t") / "run"
+    assert cli.main(["eval", str(run), "--device", "cpu"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    report = integrity.read_run_json(run, "eval.json")
+    header = next(line for line in table if line.split()[:1] == ["attribute"])
+    values = next(line for line in table if line.split()[:1] == ["values"])
+    assert "loss (nats)" in header and "(not counted)" not in values
+    assert values.split()[1] == f"{report['bits_value']:,.0f}"
+    assert report["attributes"]["values"]["bits"] == report["bits_value"]

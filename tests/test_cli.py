@@ -25,8 +25,29 @@ def test_help_reads_as_written(command):
     text = helps()[command]
     assert "%%" not in text and "%(" not in text  # argparse's escapes, shown as typed
     assert "SPEC" not in text and "DESIGN" not in text  # documents a user does not have
+    assert "README" not in text and "scripts/" not in text  # files a pip install lacks
     if command in ("eval", "fit"):
         assert "95% " in text
+
+
+def test_every_option_of_plot_says_what_it_does():
+    text = helps()["plot"]
+    kind, dpi = text.split("--kind", 1)[1], text.split("--dpi DPI", 1)[1]
+    assert "which figure (default capacity)" in kind and "R against exposures" in kind
+    assert "dots per inch" in dpi and "50 to 1200" in dpi
+
+
+def test_sweep_usage_shows_out_required_and_status_apart():
+    usage = helps()["sweep"].split("\n\n")[0]
+    assert "CONFIG --out DIR" in usage and "[--out" not in usage
+    assert "DIR --status" in usage
+
+
+def test_the_version_is_the_one_the_readme_speaks_of(capsys):
+    """The README tells of changes made in bioknow 0.2: this is 0.2."""
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert capsys.readouterr().out.strip() == "bioknow 0.2.0"
 
 
 def test_eval_batch_counts_biographies_and_train_batch_windows():

@@ -457,3 +457,19 @@ def test_a_fit_that_raises_is_reported_and_the_others_written(tmp_path, quick, m
     assert result["capacity"]["message"] == failed and not result["capacity"]["converged"]
     assert f"did not converge: {failed}." in report
     assert all(row["plain"]["converged"] for row in result["power_law"]["per_n"])
+
+
+def test_a_fit_with_an_absurd_interval_is_unidentified(tmp_path, quick):
+    """The example grid's N = 100 power law: three runs, a's interval over 20 orders of
+    magnitude. The optimizer converged, but the runs do not pin a down: fit.json and
+    report.md call it unidentified and say why; R*'s narrow interval stays converged."""
+    result, report = fit_cli(real_sweep(tmp_path, "example"))
+    plain = next(row["plain"] for row in result["power_law"]["per_n"] if row["n"] == 100)
+    low, high = plain["intervals"]["a"]
+    assert high / low > 1e6 and plain["identified"] is False
+    assert plain["unidentified"].startswith("a's 95% interval [")
+    assert "orders of magnitude: these runs do not pin it down" in plain["unidentified"]
+    line = next(line for line in report.splitlines() if line.startswith("- N = 100: y = a x^b"))
+    assert "; unidentified (a's 95% interval" in line and "; converged;" not in line
+    assert result["capacity"]["identified"] is True
+    assert "; converged;" in next(line for line in report.splitlines() if "R_star" in line)

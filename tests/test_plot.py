@@ -508,3 +508,15 @@ def test_families_and_exposures_of_a_real_sweep():
 def test_a_table_without_the_bits_columns_still_draws_r():
     rows = [{k: v for k, v in r.items() if not k.startswith("bits")} for r in all_rows()]
     assert plot.figure(rows, "exposures").axes[0].get_legend() is not None
+
+
+def test_exposures_figure_labels_each_model_with_the_p_of_its_runs():
+    """P counts the embedding rows of the token ids the corpus uses, so one model has a P
+    per N: each series is labelled with its own runs' P, not the smallest of any N."""
+    rows = [
+        row(n, "gpt2-1-1", P, exposures=e)
+        for n, P in ((100, 141_000), (200, 172_480))
+        for e in (100, 1000)
+    ]
+    labels = set(lines(plot.figure(rows, "exposures").axes[0]))
+    assert labels == {"gpt2-1-1 (P = 141K), N = 100", "gpt2-1-1 (P = 172K), N = 200"}

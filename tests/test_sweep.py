@@ -1,5 +1,8 @@
 import json
 import shutil
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -7,7 +10,7 @@ import pytest
 import yaml
 from conftest import run_cli
 
-from bioknow import cli, integrity, sweep, train
+from bioknow import cli, integrity, slurm, sweep, train
 from bioknow import grid as grid_size
 from bioknow.errors import InputError
 
@@ -296,3 +299,40 @@ def test_a_huge_grid_is_counted_and_refused_before_it_is_expanded(tmp_path, monk
     monkeypatch.setenv("BIOKNOW_PROGRESS_SECONDS", "0")
     assert len(sweep.points(big, progress=True)) == 30
     assert "grid: 30 of 30 points (100.0%)" in capsys.readouterr().err
+
+
+def test_status_follows_what_the_sweep_is_doing(done, tmp_path, monkeypatch):
+    """A point the sweep is working on is running, also between its commands (trained, not
+    yet evaluated) and before its training has written anything; once the sweep has
+    stopped, a started point is interrupted, not waiting."""
+    sweep_dir = tmp_path / "s"
+    shutil.copytree(done / "s", sweep_dir)
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    record["config"]["quantize"] = ["none", "int8"]  # trained and evaluated, not yet quantized
+    (sweep_dir / "sweep.json").write_text(json.dumps(record))
+    grid, config = sweep.points(record["config"]), sweep.check_config(record["config"])
+    shutil.rmtree(sweep_dir / "runs" / grid[1].id)  # its training about to start
+    (sweep_dir / "logs" / f"{grid[1].id}.log").unlink()
+    go = tmp_path / "go"
+    wait = f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.05)"
+    monkeypatch.setattr(sweep, "commands", lambda *a: [[sys.executable, "-c", wait]])
+
+    def states():
+        return [s["state"] for s in slurm.status(sweep_dir)]
+
+    assert states() == ["interrupted", "waiting"]
+    workers = [
+        threading.Thread(target=sweep.run_point, args=(p, sweep_dir, config, {})) for p in grid
+    ]
+    for worker in workers:  # commands that hold no run lock, as an eval that is starting
+        worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while states() != ["running", "running"]:
+            assert time.monotonic() < deadline, states()
+            time.sleep(0.05)
+    finally:
+        go.touch()
+        for worker in workers:
+            worker.join()
+    assert states() == ["interrupted", "interrupted"]

@@ -1,6 +1,7 @@
 """bioD and bioR-style through generate, the dataset folder and the token table."""
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from conftest import tree_bytes
 
@@ -38,7 +39,7 @@ def test_biod_manifest(folders):
 def test_bior_is_byte_identical_and_uses_each_rendering_equally(folders):
     assert tree_bytes(folders / "r") == tree_bytes(folders / "r2")
     m = dataset.read_manifest(folders / "r")
-    assert m["renderings"]["stored"] == 60 and m["renderings_per_person"] == 8
+    assert m["renderings_per_person"] == 8
     diversity = m["diversity"]
     assert diversity["renderings"] == 480 and diversity["distinct_texts"] == 480
     assert diversity["distinct_sentence_skeletons"] > 200 and 60 <= diversity["mean_words"] <= 120
@@ -75,3 +76,14 @@ def test_bior_units_are_the_tokenized_renderings(folders):
 def test_bad_variant_input(tmp_path, args):
     assert generate(*args, "--out", tmp_path / "o") == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_bior_counts_its_stored_renderings_as_rows(folders, capsys):
+    """60 people x 8 renderings: the manifest, `info` and the dataset card count the 480
+    rows the parquet holds, of 60 people."""
+    rows = pq.read_table(folders / "r" / "renderings").num_rows
+    m = dataset.read_manifest(folders / "r")
+    assert rows == 480 and (m["renderings"]["stored"], m["renderings"]["people"]) == (480, 60)
+    assert cli.main(["info", str(folders / "r")]) == 0
+    assert "480 stored (60 people)" in capsys.readouterr().out
+    assert "480 stored (60 people)" in (folders / "r" / "README.md").read_text()

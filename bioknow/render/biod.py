@@ -1,4 +1,4 @@
-"""bioD(N, K, C, D, L, T): synthetic knowledge with tunable diversity (SPEC section 2.4).
+"""bioD(N, K, C, D, L, T): synthetic knowledge with tunable diversity (docs/design.md §2.4).
 
 N people (names and genders as in bioS) each have K attributes "ID 1".."ID K". Attribute a
 has a diversity set D_a of D distinct strings, each of L symbols over an alphabet of T;
@@ -65,7 +65,7 @@ def _capped_power(base: int, exponent: int, cap: int) -> int:
 @dataclass(frozen=True)
 class BioDParams:
     """K attributes, C chunks per value, D strings per diversity set, L symbols per
-    string, T symbols in the alphabet (SPEC section 2.4)."""
+    string, T symbols in the alphabet (docs/design.md §2.4)."""
 
     k: int
     c: int
@@ -156,7 +156,7 @@ def _hashed_strings(t: int, width: int, d: int, seed: int, attribute: int) -> np
 
 def diversity_sets(params: BioDParams, seed: int) -> np.ndarray:
     """The K diversity sets: [K, D, L] int32 symbol indices, D distinct strings each, a
-    uniform random D-subset of the T^L strings (SPEC section 2.4)."""
+    uniform random D-subset of the T^L strings (docs/design.md §2.4)."""
     params.check()
     t, width, d = int(params.t), int(params.l), int(params.d)
     small = _capped_power(t, width, PERMUTE_LIMIT) <= PERMUTE_LIMIT
@@ -395,7 +395,7 @@ class BioDTable:
 
     def mismatches(self, people, exposure) -> list[int]:
         """People whose assembled tokens differ from the tokenizer run on their text (the
-        invariant of DESIGN section 2); empty for the tokenizer of `tokenizer`."""
+        invariant of docs/design.md §3); empty for the tokenizer of `tokenizer`."""
         people = np.asarray(people, dtype=np.int64)
         units = self.assemble(people, exposure)
         encoded = bpe.encode(self.tokenizer, [r.text for r in self.render(people, exposure)])

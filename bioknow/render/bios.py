@@ -1,7 +1,7 @@
 """bioS biographies: six sentences, one per attribute, with exact character spans.
 
 A rendering choice is a sentence order (one of 6! = 720) and a template per sentence,
-drawn by counter-based randomness keyed by (seed, person, exposure) (SPEC sections 2.3,
+drawn by counter-based randomness keyed by (seed, person, exposure) (docs/design.md §2.3,
 2.4). bioS draws a fresh choice at every exposure; bioS-simple always uses exposure 0.
 The full name opens the first sentence; every other subject is a pronoun ("{subject}'s"
 is the name and "'s" in the first sentence, "Her" or "His" in the others).

@@ -1,5 +1,5 @@
 """Fused pieces: a slot's text and the template text after it, tokenized together where
-the tokenizer joins them across the boundary (DESIGN section 2).
+the tokenizer joins them across the boundary (docs/design.md §3).
 
 A biography's tokens are its pieces' tokens back to back, which holds where every piece
 boundary is a pre-tokenizer boundary. GPT-2-style byte-level BPEs split before a space

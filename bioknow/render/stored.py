@@ -1,7 +1,7 @@
 """Units from fixed, stored renderings (bioR-style: 40 per person).
 
 The renderings are tokenized once, when the dataset is built, and every token gets the
-label of the span its characters fall in (DESIGN section 3: each rendering used equally
+label of the span its characters fall in (docs/design.md §4: each rendering used equally
 often). Exposure e of person p uses rendering (e + shift_p) mod R, with a keyed shift
 per person, so every R consecutive rounds use each of a person's renderings once.
 """

@@ -1,4 +1,4 @@
-"""Biographies straight to token ids, with a label per token (DESIGN section 2).
+"""Biographies straight to token ids, with a label per token (docs/design.md §3).
 
 Every template fragment and field value is tokenized once into a *piece*. A slot's piece
 carries the space before it (" October 2, 1996", " She"), so every piece boundary is a
@@ -13,6 +13,7 @@ A *unit* is one exposure: the end-of-text token followed by the biography (with 
 useful-data prefix token between them, when it has one).
 """
 
+import itertools
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -21,7 +22,7 @@ from tokenizers import Tokenizer
 
 from bioknow.fields import OBJECT, POSSESSIVE, SENTENCES, SUBJECT, SUBJECT_S
 from bioknow.population import Population
-from bioknow.render import junctions
+from bioknow.render import dates, junctions
 from bioknow.render.bios import choices, render_people
 from bioknow.tokenizer import encode, eot_id
 
@@ -117,14 +118,18 @@ class FragmentTable:
         self.programs = self.build_programs(opening)
 
         self.eot = eot_id(tokenizer)
-        ids = encode(tokenizer, self.texts)
+        first, count = self.columns[VALUE + SENTENCES.index("birth_date")]
+        rest = self.texts[:first] + self.texts[first + count :]
+        ids = encode(tokenizer, rest)
+        # the same ids as encoding each date, made from the dates' parts
+        ids[first:first] = dates.date_ids(tokenizer, self.texts[first : first + count])
         ids[1] = [self.eot]
         token_labels = [[label] * len(x) for label, x in zip(self.labels, ids, strict=True)]
         self.fuse(ids, token_labels)
         self.length = np.array([len(x) for x in ids], dtype=np.int64)
         self.start = np.concatenate([[0], np.cumsum(self.length)[:-1]])
-        self.pool = np.array([i for x in ids for i in x], dtype=np.int32)
-        self.pool_label = np.array([b for x in token_labels for b in x], dtype=np.uint8)
+        self.pool = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32)
+        self.pool_label = np.fromiter(itertools.chain.from_iterable(token_labels), np.uint8)
 
     def add(self, items, label: str) -> int:
         """Append pieces; return the id of the first."""
@@ -355,7 +360,7 @@ class FragmentTable:
 
     def mismatches(self, people, exposure) -> list[int]:
         """People whose assembled tokens differ from the tokenizer run on their text: the
-        invariant every tokenizer must keep (DESIGN section 2)."""
+        invariant every tokenizer must keep (docs/design.md §3)."""
         people = np.asarray(people, dtype=np.int64)
         units = self.assemble(people, exposure)
         texts = [r.text for r in render_people(self.population, people, exposure)]
