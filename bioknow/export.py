@@ -184,13 +184,34 @@ def export_run(run, out, overwrite: bool = False) -> dict:
         atomic.write_json(tmp / "config.json", hf_settings | legacy_config(model.config))
         write_tokenizer(ds.path / "tokenizer.json", model.config.block_size, tmp)
         about = {"run": str(run), "model": model.config.name}
-        about.update((k, config[k]) for k in ("data", "used_ids", "params"))
+        about.update((k, config[k]) for k in ("data", "data_manifest_sha256", "used_ids", "params"))
         atomic.write_json(tmp / "bioknow.json", about)
     return {
         "class": type(hf).__name__,
         "out": str(out),
         "params": hf_parameter_counts(hf, config["used_ids"]),
     }
+
+
+def exported_data(path) -> str:
+    """The dataset folder a bioknow export's run was trained on (its bioknow.json), refused
+    if its manifest changed since."""
+    about = Path(path) / "bioknow.json"
+    if not about.is_file():
+        raise InputError(
+            f"{path}: not a bioknow export (no bioknow.json); name its dataset with --data DIR"
+        )
+    source = integrity.read_json(about)
+    data = source.get("data") if isinstance(source, dict) else None
+    if not isinstance(data, str):
+        raise InputError(f"{about}: names no dataset; name it with --data DIR")
+    recorded, manifest = source.get("data_manifest_sha256"), Path(data) / "manifest.json"
+    if recorded and manifest.is_file() and atomic.sha256(manifest) != recorded:
+        raise InputError(
+            f"{data}: not the dataset the exported run was trained on (its manifest.json "
+            "differs from the one recorded in bioknow.json)"
+        )
+    return data
 
 
 def load_hf(path, device="cpu"):

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from bioknow import atomic, dataset, evaluate, export, integrity, train
 from bioknow.errors import InputError
@@ -173,6 +174,7 @@ def test_parameter_counts_equal_the_runs(root, runs, name):
         "run": str(root / name),
         "model": name,
         "data": config["data"],
+        "data_manifest_sha256": config["data_manifest_sha256"],
         "used_ids": config["used_ids"],
         "params": config["params"],
     }
@@ -257,3 +259,25 @@ def test_exports_and_runs_are_readable_like_other_files(root, runs):
     assert any(p.name == "model.safetensors" and "checkpoints" in p.parts for p in files)
     modes = {p.relative_to(root).as_posix(): oct(p.stat().st_mode & 0o777) for p in files}
     assert set(modes.values()) == {oct(atomic.FILE_MODE)}, modes
+
+
+def test_eval_hf_model_takes_the_dataset_from_the_export(root, runs, tmp_path):
+    folder = root / "hf" / "gpt2-1-2"
+    args = ["--people", "10", "--device", "cpu", "--json"]
+    status, out, err = run_cli("eval", "--hf-model", folder, "--out", tmp_path / "a.json", *args)
+    assert status == 0, err
+    named = json.loads(out)
+    given = evaluate.evaluate_hf(folder, root / "data", people=10, out=tmp_path / "b.json")
+    assert named["data"] == str((root / "data").resolve())
+    for key in ("bits", "R", "P", "people", "attributes"):
+        assert named[key] == given[key], key
+    moved = tmp_path / "moved"
+    shutil.copytree(folder, moved)
+    about = json.loads((moved / "bioknow.json").read_text())
+    (moved / "bioknow.json").write_text(json.dumps(about | {"data_manifest_sha256": "0" * 64}))
+    status, _, err = run_cli("eval", "--hf-model", moved, *args)
+    assert status == 2 and "not the dataset the exported run was trained on" in err
+    (moved / "bioknow.json").unlink()
+    status, _, err = run_cli("eval", "--hf-model", moved, *args)
+    assert status == 2 and "no bioknow.json" in err and "--data DIR" in err
+    assert sorted(p.name for p in moved.iterdir() if p.name.startswith("eval")) == []
