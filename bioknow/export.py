@@ -133,6 +133,15 @@ def legacy_config(cfg: ModelConfig) -> dict:
     return keys
 
 
+def legacy_merges(tokenizer: dict) -> dict:
+    """A BPE's merges as "a b" strings, the form tokenizers < 0.20 (transformers < 4.45)
+    reads and later versions still read; kept as pairs where a part holds a space."""
+    merges = tokenizer["model"].get("merges")
+    if merges and all(isinstance(m, list) and " " not in "".join(m) for m in merges):
+        tokenizer["model"]["merges"] = [" ".join(m) for m in merges]
+    return tokenizer
+
+
 def write_tokenizer(tokenizer_file: Path, block_size: int, folder: Path) -> None:
     """Write the dataset's tokenizer as a fast tokenizer that transformers 4.x and 5.x
     both load. The end-of-text token is also
@@ -144,7 +153,7 @@ def write_tokenizer(tokenizer_file: Path, block_size: int, folder: Path) -> None
     tok.post_processor = processors.TemplateProcessing(
         single=f"{eot} $A", pair=f"{eot} $A {eot} $B", special_tokens=[(eot, eot_id)]
     )
-    atomic.write_bytes(folder / "tokenizer.json", tok.to_str(pretty=True).encode())
+    atomic.write_json(folder / "tokenizer.json", legacy_merges(json.loads(tok.to_str())))
     settings = {
         "tokenizer_class": "PreTrainedTokenizerFast",  # a class name 4.x and 5.x both know
         "bos_token": eot,
