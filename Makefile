@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEMO ?= out/demo
 
-.PHONY: install run test test-slurm lint bench capacity clean
+.PHONY: install run test test-slurm test-transformers4 lint bench capacity clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,19 @@ test: install
 test-slurm: install
 	$(BIN)/python -m pytest -m slurm tests/test_slurm.py
 
+# Exports loaded by the latest transformers 4.x, in a virtual environment of its own (the
+# same torch); their logits and generations must equal bioknow's. Not skipped here.
+TF4_VENV ?= .venv-tf4
+$(TF4_VENV)/.installed:
+	$(PYTHON) -m venv $(TF4_VENV)
+	$(TF4_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TF4_VENV)/bin/python -m pip install -q "$(TORCH)" "transformers>=4.40,<5" numpy
+	touch $@
+
+test-transformers4: install $(TF4_VENV)/.installed
+	BIOKNOW_TRANSFORMERS4_PYTHON=$(TF4_VENV)/bin/python BIOKNOW_REQUIRE_TRANSFORMERS4=1 \
+		$(BIN)/python -m pytest tests/test_export.py -k transformers4
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -53,4 +66,4 @@ bench: install
 	$(BIN)/python benchmarks/verify.py
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) $(TF4_VENV) out

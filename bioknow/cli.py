@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from bioknow import __version__, atomic, dataset, validate
+from bioknow import __version__, atomic, console, dataset, validate
 from bioknow.errors import InputError
 
 DEVICE_HELP = "cpu, cuda or cuda:K (default: cuda if available)"
@@ -367,6 +367,7 @@ def train_parser(commands) -> None:
         "every rank. Ctrl-C or SIGTERM writes a checkpoint; --resume continues from it.",
     )
     p.add_argument("--data", metavar="DIR", help="dataset folder")
+    p.add_argument("bare", nargs="?", help=argparse.SUPPRESS)  # a folder without --data
     p.add_argument(
         "--model",
         help="gpt2-L-H, llama-L-H, mistral-L-H, gpt2-mlp4-L-H, "
@@ -447,6 +448,9 @@ def train_parser(commands) -> None:
 def cmd_train(args) -> int:
     from bioknow import train
 
+    if args.bare is not None:
+        what = "--resume --out" if (Path(args.bare) / "config.json").is_file() else "--data"
+        raise InputError(f"train takes no bare folder: did you mean {what} {args.bare}?")
     recipe = options(args, "batch", "lr", "wd", "warmup", "seed", "precision")
     speed = options(args, "compile", "cuda_graphs")
     junk = options(args, "junk_fraction", "junk_n", "useful_prefix")
@@ -589,7 +593,11 @@ def eval_parser(commands) -> None:
         metavar="PATH",
         help="a local transformers causal LM trained on a bioknow corpus, instead of a run",
     )
-    p.add_argument("--data", metavar="DIR", help="with --hf-model: the dataset folder")
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        help="with --hf-model: the dataset folder (default: the one a bioknow export names)",
+    )
     p.add_argument(
         "--out",
         metavar="FILE",
@@ -635,8 +643,8 @@ def cmd_eval(args) -> int:
 
     common = options(args, "people", "seed", "eval_batch", "device")
     if args.hf_model:
-        if not args.data or args.run:
-            raise InputError("--hf-model needs --data DIR and no run folder")
+        if args.run:
+            raise InputError("--hf-model takes no run folder")
         if args.quantize != "none" or args.method:
             raise InputError("--quantize and --method go with a run folder, not with --hf-model")
         report = evaluate.evaluate_hf(
@@ -1021,7 +1029,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         vars(args).update(validate.arguments(args.command, vars(args)))
-        return args.func(args)
+        with console.shown():
+            return args.func(args)
     except InputError as e:
         print(f"bioknow: error: {e}", file=sys.stderr)
         return 2

@@ -380,7 +380,7 @@ def evaluate_model(model, config, state, ds, table, args: dict, device, progress
 
 def evaluate_hf(
     path,
-    data,
+    data=None,
     people: int | None = None,
     seed: int = 0,
     eval_batch: int = 64,
@@ -388,15 +388,16 @@ def evaluate_hf(
     out=None,
     progress: bool = False,
 ) -> dict:
-    """Evaluate a local transformers causal LM trained on a bioknow corpus (with the
-    dataset's tokenizer); P is counted as for bioknow's own models. Writes the report to
-    `out`, by default into the model's folder under the name a run's report would have
-    (eval.json, eval-people20-seed0.json, ...)."""
+    """Evaluate a local transformers causal LM trained on a bioknow corpus with the
+    dataset's tokenizer (`data`; by default the dataset a bioknow export names); P is
+    counted as for bioknow's own models. Writes the report to `out`, by default into the
+    model's folder under the name a run's report would have (eval.json, ...)."""
     from bioknow.dataset import open_dataset
     from bioknow.runfolder import report_name
 
     args = checked_arguments(people=people, seed=seed, eval_batch=eval_batch, device=device)
     people, seed, batch, device = (args[k] for k in ("people", "seed", "eval_batch", "device"))
+    data = export.exported_data(path) if data is None else data
     ds = open_dataset(data)
     target = Path(path) / report_name(ds.manifest["n"], people, seed) if out is None else Path(out)
     validate.OutPath(file=True)(str(target), "--out")

@@ -11,9 +11,11 @@ The export folder holds `config.json`, `model.safetensors`, the dataset's tokeni
 it, and its logits equal bioknow's. gpt2-nomlp and gpt2-moe have no transformers class.
 """
 
+import json
 from pathlib import Path
 
 import torch
+from tokenizers import processors
 from torch import Tensor
 
 from bioknow import atomic, integrity, ownership, validate
@@ -123,21 +125,47 @@ def to_hf(model: Transformer, eot: int):
     return hf.eval()
 
 
-def hf_tokenizer(tokenizer_file: Path, block_size: int):
-    """The dataset's tokenizer as a transformers fast tokenizer; its end-of-text token is
-    also beginning-of-sequence and padding."""
-    from transformers import PreTrainedTokenizerFast
+def legacy_config(cfg: ModelConfig) -> dict:
+    """The rotary setting in the keys transformers 4.x reads: it ignores transformers 5's
+    `rope_parameters`, and GPT-NeoX would silently fall back to rotary_pct = 0.25."""
+    keys = {"rope_theta": cfg.rope_base, "rope_scaling": None, "torch_dtype": "float32"}
+    if cfg.mlp in ("gelu4", "gelu1"):
+        keys.update(rotary_pct=1.0, rotary_emb_base=cfg.rope_base)
+    return keys
 
+
+def legacy_merges(tokenizer: dict) -> dict:
+    """A BPE's merges as "a b" strings, the form tokenizers < 0.20 (transformers < 4.45)
+    reads and later versions still read; kept as pairs where a part holds a space."""
+    merges = tokenizer["model"].get("merges")
+    if merges and all(isinstance(m, list) and " " not in "".join(m) for m in merges):
+        tokenizer["model"]["merges"] = [" ".join(m) for m in merges]
+    return tokenizer
+
+
+def write_tokenizer(tokenizer_file: Path, block_size: int, folder: Path) -> None:
+    """Write the dataset's tokenizer as a fast tokenizer that transformers 4.x and 5.x
+    both load. The end-of-text token is also
+    beginning-of-sequence and padding, and encoding puts it in front of the text, as
+    training puts it in front of every biography (so `tok(name)` starts a biography)."""
     tok = tokenizers.load(str(tokenizer_file))
-    eot = tok.id_to_token(tokenizers.eot_id(tok))
-    return PreTrainedTokenizerFast(
-        tokenizer_file=str(tokenizer_file),
-        bos_token=eot,
-        eos_token=eot,
-        pad_token=eot,
-        unk_token=None,
-        model_max_length=block_size,
+    eot_id = tokenizers.eot_id(tok)
+    eot = tok.id_to_token(eot_id)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{eot} $A", pair=f"{eot} $A {eot} $B", special_tokens=[(eot, eot_id)]
     )
+    atomic.write_json(folder / "tokenizer.json", legacy_merges(json.loads(tok.to_str())))
+    settings = {
+        "tokenizer_class": "PreTrainedTokenizerFast",  # a class name 4.x and 5.x both know
+        "bos_token": eot,
+        "eos_token": eot,
+        "pad_token": eot,
+        "unk_token": None,
+        "model_max_length": block_size,
+        "clean_up_tokenization_spaces": False,
+        "model_input_names": ["input_ids", "attention_mask"],  # 4.x: no token_type_ids
+    }
+    atomic.write_json(folder / "tokenizer_config.json", settings)
 
 
 def export_run(run, out, overwrite: bool = False) -> dict:
@@ -162,13 +190,15 @@ def export_run(run, out, overwrite: bool = False) -> dict:
     if config.get("useful_prefix"):
         raise InputError(f"{run}: a run with a useful-data prefix token cannot be exported")
     ds = open_run_dataset(config)
-    tokenizer = hf_tokenizer(ds.path / "tokenizer.json", model.config.block_size)
-    hf = to_hf(model, tokenizer.eos_token_id)
+    eot = tokenizers.eot_id(ds.tokenizer)
+    hf = to_hf(model, eot)
     with atomic.new_dir(out, claim) as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        hf_settings = json.loads((tmp / "config.json").read_text())
+        atomic.write_json(tmp / "config.json", hf_settings | legacy_config(model.config))
+        write_tokenizer(ds.path / "tokenizer.json", model.config.block_size, tmp)
         about = {"run": str(run), "model": model.config.name}
-        about.update((k, config[k]) for k in ("data", "used_ids", "params"))
+        about.update((k, config[k]) for k in ("data", "data_manifest_sha256", "used_ids", "params"))
         atomic.write_json(tmp / "bioknow.json", about)
         files = [p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()]
         ownership.write_marker(tmp, "export", files)
@@ -177,6 +207,27 @@ def export_run(run, out, overwrite: bool = False) -> dict:
         "out": str(out),
         "params": hf_parameter_counts(hf, config["used_ids"]),
     }
+
+
+def exported_data(path) -> str:
+    """The dataset folder a bioknow export's run was trained on (its bioknow.json), refused
+    if its manifest changed since."""
+    about = Path(path) / "bioknow.json"
+    if not about.is_file():
+        raise InputError(
+            f"{path}: not a bioknow export (no bioknow.json); name its dataset with --data DIR"
+        )
+    source = integrity.read_json(about)
+    data = source.get("data") if isinstance(source, dict) else None
+    if not isinstance(data, str):
+        raise InputError(f"{about}: names no dataset; name it with --data DIR")
+    recorded, manifest = source.get("data_manifest_sha256"), Path(data) / "manifest.json"
+    if recorded and manifest.is_file() and atomic.sha256(manifest) != recorded:
+        raise InputError(
+            f"{data}: not the dataset the exported run was trained on (its manifest.json "
+            "differs from the one recorded in bioknow.json)"
+        )
+    return data
 
 
 def load_hf(path, device="cpu"):

@@ -15,6 +15,7 @@ contiguous; linear layers are `torch.nn.Linear` (out x in); expert layers are st
 """
 
 import dataclasses
+import difflib
 import math
 import re
 
@@ -29,12 +30,23 @@ NAME_FORMS = (
     "gpt2-L-H, llama-L-H, mistral-L-H, gpt2-mlp4-L-H, gpt2-nomlp-L-H or gpt2-moe-L-H "
     "(L layers >= 1, H heads >= 1)"
 )
+FAMILIES = ("gpt2", "gpt2-mlp4", "gpt2-nomlp", "gpt2-moe", "llama", "mistral")
 _NAME = re.compile(  # family-L-H
-    r"(gpt2|gpt2-mlp4|gpt2-nomlp|gpt2-moe|llama|mistral)-([1-9]\d*)-([1-9]\d*)", re.ASCII
+    rf"({'|'.join(FAMILIES)})-([1-9]\d*)-([1-9]\d*)", re.ASCII
 )
 MOE_FIELDS = ("n_expert", "capacity_train", "capacity_eval", "aux_loss_coef")
 # Weight matrices in a feed-forward layer, in units of d_model x mlp_hidden (MoE: one expert).
 _MLP_MATRICES = {"gelu4": 2, "gelu1": 2, "swiglu": 3, "moe": 2, "none": 0}
+
+
+def nearest(name: str) -> str:
+    """ "; did you mean 'gpt2-2-2'?" for a mistyped name ("gtp2-2-2"), else "": difflib's
+    nearest valid name with the same layers and heads."""
+    sizes = re.search(r"-(\d+)-(\d+)$", name)
+    tail = sizes[0] if sizes else "-2-2"
+    candidates = [f"{family}{tail}" for family in FAMILIES if _NAME.fullmatch(f"{family}{tail}")]
+    close = difflib.get_close_matches(name.lower(), candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 @dataclasses.dataclass
@@ -80,7 +92,7 @@ class ModelConfig:
         """The config of a named model; `vocab_size` is the (padded) number of embedding rows."""
         match = _NAME.fullmatch(name)
         if match is None:
-            raise InputError(f"unknown model name {name!r}: expected {NAME_FORMS}")
+            raise InputError(f"unknown model name {name!r}: expected {NAME_FORMS}{nearest(name)}")
         family, n_layer, n_head = match[1], int(match[2]), int(match[3])
         d = HEAD_DIM * n_head
         n_kv_head = n_head

@@ -240,10 +240,21 @@ def read_config(run: Path) -> dict:
     what it is (an export, a transformers model) and what to run instead."""
     run = Path(run)
     if not (run / "config.json").is_file():
+        not_a_dataset(run)
         raise InputError(f"{run}: not a bioknow run (no config.json)")
     if not (run / integrity.RECORD).is_file():
         not_a_run(run)
     return integrity.read_run_json(run, "config.json")
+
+
+def not_a_dataset(folder: Path) -> None:
+    """Refuse a dataset folder (its sealed manifest.json) given for a run, with the command
+    that trains a model on it."""
+    if (folder / "manifest.json").is_file() and (folder / integrity.SEAL).is_file():
+        raise InputError(
+            f"{folder}: a bioknow dataset, not a run; train a model on it first with: "
+            f"bioknow train --data {folder} --model gpt2-4-4 --exposures 100 --out runs/NAME"
+        )
 
 
 def not_a_run(folder: Path) -> None:

@@ -17,13 +17,14 @@ good checkpoint.
 """
 
 import dataclasses
+import logging
 import math
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ from bioknow import (
 )
 from bioknow import tokenizer as tokenizers
 from bioknow.dataset import Dataset, open_dataset, versions
-from bioknow.errors import InputError
+from bioknow.errors import BioknowWarning, InputError
 from bioknow.feed import Prefetcher, Ready
 from bioknow.model import ModelConfig, Transformer
 from bioknow.process import RunLock
@@ -55,6 +56,7 @@ from bioknow.stream import WINDOW, JunkSource, MixedStream, Position, TrainStrea
 from bioknow.tokenizer import padded_vocab_size
 
 FORMAT = "bioknow-run/1"
+log = logging.getLogger(__name__)
 PRECISIONS = ("bf16", "float32")
 # On the CPU, torch.compile makes a tiny model's step about 1.2-1.3x faster but costs
 # 10-30 s to compile: by default only runs of at least this many steps compile.
@@ -304,18 +306,24 @@ class Stopper:
 
 
 def announce(config: dict, run: Path) -> None:
-    """Say on stderr how the run's recipe was chosen, any warning about it, and where it
-    is tracked."""
-    print(
+    """Report how the run's recipe was chosen and where it is tracked (logging, INFO) and
+    any warning about it (a BioknowWarning); the command line shows them on stderr."""
+    log.info(
         f"{config['model']['name']}: {config['steps']:,} steps of batch {config['batch']}, "
         f"lr {config['lr']:g}, wd {config['wd']:g}, warmup {config['warmup']}, "
-        f"{config['precision']} on {config['device']}; recipe: {config['recipe']}",
-        file=sys.stderr,
+        f"{config['precision']} on {config['device']}; recipe: {config['recipe']}"
     )
     for warning in config.get("warnings", []):
-        print(f"bioknow: warning: {warning}", file=sys.stderr)
+        warnings.warn(warning, BioknowWarning, stacklevel=2)
     if config.get("tracker"):
-        print(f"bioknow: tracking: {track.describe(config['tracker'], run)}", file=sys.stderr)
+        log.info(f"bioknow: tracking: {track.describe(config['tracker'], run)}")
+
+
+def missing_options(**given) -> str:
+    """The options a new run lacks, named: "train needs --model and --exposures (...)"."""
+    names = [f"--{name}" for name, value in given.items() if value is None]
+    listed = " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
+    return f"train needs {listed} (or --resume to continue a run)"
 
 
 def fresh_state() -> dict:
@@ -419,7 +427,7 @@ def train(
     if resume:
         check_resume(run, given, overwrite)
     elif None in (data, model_name, exposures):
-        raise InputError("train needs --data, --model and --exposures (or --resume)")
+        raise InputError(missing_options(data=data, model=model_name, exposures=exposures))
     else:
         ownership.claim(run, "run", overwrite, [data])
         options = {**DEFAULTS, **{k: v for k, v in checked.items() if v is not None}}
