@@ -9,7 +9,7 @@ GPTNeoXForCausalLM of the same shape (sdpa attention, the same dtype, AdamW with
 groups; compiled and fused where bioknow is) does the same on the same batches. Timing
 is interleaved: every round times `--steps` steps of each in turn (A B A B ...), so a
 machine whose speed drifts affects all alike; the ratio is taken per round. MFU =
-tokens/s x flops/token / peak (DESIGN section 7), the peak by device (none for CPUs).
+tokens/s x flops/token / peak (`ModelConfig.flops_per_token`), the peak by device (none for CPUs).
 
 Variants: `float32`, `bf16` (autocast), each optionally `+compile` (torch.compile) or
 `+cudagraphs` (torch.compile with CUDA graphs, mode "reduce-overhead");

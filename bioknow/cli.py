@@ -251,12 +251,16 @@ def run_summary(info: dict) -> str:
         lines.append(f"  final loss   {final_loss(state)} (mean over the last 1% of steps)")
     reports = [report_line(name, report) for name, report in info["evals"].items()]
     reports += [probe_line(name, report) for name, report in info.get("probes", {}).items()]
-    names = [*info["evals"], *info.get("probes", {})]
-    stale = " -- STALE: measured other weights than the run's current ones; evaluate again"
-    reports = [
-        line + (stale if name in info["stale"] else "")
-        for name, line in zip(names, reports, strict=True)
-    ]
+    found = {**info["evals"], **info.get("probes", {})}
+
+    def stale(name: str) -> str:
+        if name not in info["stale"]:
+            return ""
+        if "weights" not in found[name]:
+            return " -- STALE: an older bioknow's report, not tied to weights; evaluate again"
+        return " -- STALE: measured other weights than the run's current ones; evaluate again"
+
+    reports = [line + stale(name) for name, line in zip(found, reports, strict=True)]
     for i, line in enumerate(reports or ["none yet (bioknow eval RUN)"]):
         lines.append(f"  {'reports' if i == 0 else '':12s} {line}")
     return "\n".join(lines + checksums(info.get("verified")))

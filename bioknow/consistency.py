@@ -1,5 +1,5 @@
 """Cross-checks of what a file says against what can be recomputed from what is sealed
-(DESIGN section 8). A digest proves a file unchanged since it was recorded, not that its
+(docs/design.md §9.2). A digest proves a file unchanged since it was recorded, not that its
 numbers agree with each other: a manifest, config or report edited and re-sealed by hand
 passes every digest. Each check here is cheap (no model, no pass over the data) and runs
 whenever the file is read; a disagreement is an InputError naming the file and the
@@ -69,7 +69,7 @@ def close(a: float, b: float) -> bool:
 def check_report(path: Path, report: dict, params: int) -> None:
     """Refuse an evaluation report whose R is not bits / P, whose P is not the run's,
     or (all N people evaluated) whose R exceeds Rmax: a perfect model's losses still
-    give R <= Rmax over all N people (SPEC section 5), so more is an edited file."""
+    give R <= Rmax over all N people (docs/design.md §7), so more is an edited file."""
     try:
         figures = {k: float(report[k]) for k in ("R", "bits", "R_max", "bits_max", "P")}
         everyone = report["people"] >= report["N"]

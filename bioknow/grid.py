@@ -1,4 +1,4 @@
-"""The size of a sweep config's grid, counted without expanding it (DESIGN section 7).
+"""The size of a sweep config's grid, counted without expanding it (docs/design.md §11).
 
 A grid is the product of its lists: the datasets (each entry a product of its own
 lists), models, exposures, seeds and the recipe's lists. A config whose lists multiply

@@ -1,4 +1,4 @@
-"""Failures of the writing rank, shared with every rank (DESIGN section 6: under torchrun
+"""Failures of the writing rank, shared with every rank (docs/design.md §11: under torchrun
 rank 0 alone writes a run). When one of rank 0's writes fails (the run's lock held by
 another process, a file it must write refused), the other ranks must not wait in the
 next collective until it times out: `on_writer` runs the write on rank 0 and broadcasts

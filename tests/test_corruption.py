@@ -66,6 +66,7 @@ def pair(tiny, tmp_path_factory):
 FILES = {
     "data": [
         "README.md",
+        "bioknow-folder.json",
         "manifest.json",
         "manifest.sha256",
         "population.parquet",
@@ -90,6 +91,7 @@ FILES = {
         ),
     ],
     "run": [
+        "bioknow-folder.json",
         "config.json",
         "integrity.json",
         "checkpoints/step-00000013/model.safetensors",

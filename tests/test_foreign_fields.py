@@ -180,11 +180,12 @@ def test_possessive_openings_and_expected_lengths(table):
 
 def test_knowledge_bits_follow_the_list_sizes(tmp_path, paper_fields):
     """N0 and S0 come from the folder's list sizes: in the manifest and in the report."""
-    general_tokenizer(paper_fields, 1600).save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tok").mkdir()
+    general_tokenizer(paper_fields, 1600).save(str(tmp_path / "tok" / "tokenizer.json"))
     folder = paper_folder(tmp_path / "fields")
     n = 300
     manifest = dataset.generate(
-        "bioS-simple", n, 1, tmp_path / "d", fields_dir=folder, tokenizer=str(tmp_path)
+        "bioS-simple", n, 1, tmp_path / "d", fields_dir=folder, tokenizer=str(tmp_path / "tok")
     )
     assert manifest["n0"] == N0 and manifest["log2_s0"] == pytest.approx(LOG2_S0)
     bits_max = n * math.log2(N0 / n) + n * LOG2_S0

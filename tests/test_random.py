@@ -204,13 +204,14 @@ def test_plateau_is_the_mean_past_the_knee():
     assert one["capacity"] == 400.0 and one["interval"] == [390.0, 405.0]
 
 
-MEMORIZATION = Path(__file__).resolve().parent.parent / "scripts" / "memorization-cpu.yaml"
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-def test_the_memorization_grid_runs_shortened(tmp_path):
-    """scripts/memorization-cpu.yaml with 4 and 16 sequences of 15 symbols over 16, one
+@pytest.mark.parametrize("name", ["memorization-cpu.yaml", "memorization-cpu-300.yaml"])
+def test_the_memorization_grid_runs_shortened(tmp_path, name):
+    """scripts/memorization-cpu*.yaml with 4 and 16 sequences of 15 symbols over 16, one
     model, 2 exposures: sweep, plot --kind memorization and fit."""
-    grid = yaml.safe_load(MEMORIZATION.read_text())
+    grid = yaml.safe_load((SCRIPTS / name).read_text())
     grid["datasets"][0].update(n=[4, 16], length=S, symbols=V)
     grid.update(models=grid["models"][:1], exposures=[2])
     config = tmp_path / "grid.yaml"
@@ -224,6 +225,6 @@ def test_the_memorization_grid_runs_shortened(tmp_path):
     assert sorted(r["n"] for r in rows) == [4, 16] and {r["variant"] for r in rows} == {"random"}
     assert all(r["bits_max"] == r["n"] * S * 4 and r["length"] == S for r in rows)
     fits = json.loads((out / "fit.json").read_text())["memorization"]
-    assert [(f["model"], f["points"]) for f in fits] == [("gpt2-1-1", 2)]
+    assert [(f["model"], f["points"]) for f in fits] == [(grid["models"][0], 2)]
     assert "Memorization capacity" in (out / "report.md").read_text()
     assert figure.stat().st_size > 0

@@ -122,7 +122,9 @@ def test_a_report_of_earlier_weights_is_evaluated_again(tmp_path):
     point = sweep.points(sweep.load_config(config))[0]
     out = tmp_path / "s"
     (out / "data").mkdir(parents=True)
-    from bioknow import dataset, evaluate, runfolder
+    from bioknow import dataset, evaluate, ownership, runfolder
+
+    ownership.write_marker(out, "sweep")  # a sweep that stopped after its first point
 
     dataset.generate("bioS-simple", 30, 0, out / "data" / point.data_id, sample=0)
     run = out / "runs" / point.id
