@@ -581,6 +581,22 @@ def run_points(
     return errors
 
 
+def generate_dataset(data: dict, out: Path) -> None:
+    """A dataset of the grid (generate's arguments: variant, n, seed, ...), in `out`."""
+    biod = {k: data[k] for k in dataset.BIOD_KEYS if k in data} or None
+    extra = {k: data[k] for k in ("renderings", "vocab_size") if k in data}
+    dataset.generate(
+        data["variant"],
+        data["n"],
+        data.get("seed", 0),
+        out,
+        sample=0,
+        overwrite=True,
+        biod=biod,
+        **extra,
+    )
+
+
 def run_sweep(
     config_path,
     out,
@@ -589,13 +605,15 @@ def run_sweep(
     progress: bool = False,
     cpu_slots: int = 1,
     launcher=None,
+    started=None,
 ) -> list[dict]:
     """Run (or continue) the sweep of `config_path` (a YAML or JSON file, or the grid as
     a mapping) in `out`; return the results rows. `launcher`: None runs the points on
     this machine; else an object that runs them elsewhere (a `bioknow.slurm.Launcher`
     submits them to Slurm): `launcher.check(config)` refuses what does not fit before
     anything is written, and `launcher(grid, pending, sweep, config, bar)` returns every
-    point's (status, error)."""
+    point's (status, error). `started(config, data_folder)` is called once the datasets
+    exist, before any point runs (the CLI prints the sweep's plan)."""
     validate.check(
         validate.SWEEP,
         {"out": out, "device": device, "per_gpu": per_gpu, "cpu_slots": cpu_slots},
@@ -620,21 +638,11 @@ def run_sweep(
         (sweep / folder).mkdir(parents=True, exist_ok=True)
     atomic.write_json(previous, resolved)
 
-    for spec in {p.data_id: p.data for p in grid}.items():
-        data_id, data = spec
+    for data_id, data in {p.data_id: p.data for p in grid}.items():
         if not (sweep / "data" / data_id / "manifest.json").is_file():
-            biod = {k: data[k] for k in dataset.BIOD_KEYS if k in data} or None
-            extra = {k: data[k] for k in ("renderings", "vocab_size") if k in data}
-            dataset.generate(
-                data["variant"],
-                data["n"],
-                data.get("seed", 0),
-                sweep / "data" / data_id,
-                sample=0,
-                overwrite=True,
-                biod=biod,
-                **extra,
-            )
+            generate_dataset(data, sweep / "data" / data_id)
+    if started is not None:
+        started(raw, sweep / "data")
 
     quantize = quantize_settings(config)
     pending = [p for p in grid if not point_done(p, sweep, config, quantize)]
