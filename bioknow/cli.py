@@ -727,8 +727,6 @@ def sweep_parser(commands) -> None:
 
 
 def plan_parser(commands) -> None:
-    from bioknow.plan import DEVICES
-
     p = subcommand(
         commands,
         "plan",
@@ -742,7 +740,7 @@ def plan_parser(commands) -> None:
         "assumed utilization.",
     )
     p.add_argument("config", help="sweep config (YAML or JSON)")
-    p.add_argument("--device", default="h100", choices=DEVICES, help="default h100")
+    p.add_argument("--device", default="h100", help="cpu, h100 (default), h200 or a100")
     p.add_argument(
         "--gpus", default=1, help="devices the sweep runs on (on the CPU: runs at once); default 1"
     )
@@ -803,7 +801,7 @@ def cmd_sweep(args) -> int:
 
         if launcher is not None or args.device == "cuda":
             raise InputError("--rehearse runs on this machine's CPU (no --launcher, no cuda)")
-        rows = rehearse.rehearse(args.config, args.out, progress=True)
+        rows = rehearse.rehearse(args.config, args.out)
     else:
         rows = sweep.run_sweep(
             args.config,

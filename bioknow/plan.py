@@ -34,11 +34,10 @@ from bioknow.model import ModelConfig
 from bioknow.stream import WINDOW, TrainStream, mixed_windows
 from bioknow.tokenizer import padded_vocab_size
 
-DEVICES = ("cpu", "h100", "h200", "a100")
 PEAK_BF16 = {"h100": 989e12, "h200": 989e12, "a100": 312e12}  # dense, FLOP/s
 DEVICE_MEMORY = {"h100": 80 * 10**9, "h200": 141 * 10**9, "a100": 80 * 10**9}
 ASSUMED_MFU = 0.3
-COMMAND_S = {"cpu": 4.0, "gpu": 30.0}  # start-up of one bioknow command (imports, compile)
+COMMAND_S = {"cpu": 6.0, "gpu": 30.0}  # one bioknow command's start: imports, tables, compile
 SAMPLE_PEOPLE = 1000
 EXACT_UNITS = 2 * 10**7  # biographies of an online stream counted, at most
 ACTIVATION_BYTES = 34  # per layer, token and hidden unit (Korthikanti et al. 2022, bf16)
@@ -46,7 +45,6 @@ REPORT_BYTES = 16 * 2**10  # an evaluation or probe report with its share of the
 METRICS_LINE_BYTES = 200
 PROBE_TOKENS = 5 * 4 * 16  # a person's questions and answers in a probe epoch, about
 BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
-SCHEMA = {"device": validate.Choice(DEVICES), "gpus": validate.GPUS}
 
 
 def benchmark_file(device: str) -> Path:
@@ -145,8 +143,9 @@ def useful_tokens(table, ds, scale: float, exposures: int, seed: int) -> tuple[i
     return round(counted / rounds * exposures * scale), False
 
 
-def point_plan(point, config: dict, opened: tuple, model: dict, gpus_per_point: int) -> dict:
-    """One point's figures: tokens, steps, FLOPs, seconds, memory and disk."""
+def point_plan(point, config: dict, opened: tuple, model: dict, gpus_per_point: int, memo) -> dict:
+    """One point's figures: tokens, steps, FLOPs, seconds, memory and disk. `memo` keeps
+    the tables and token counts that points share."""
     from bioknow import train
 
     ds, scale, _ = opened
@@ -154,8 +153,14 @@ def point_plan(point, config: dict, opened: tuple, model: dict, gpus_per_point: 
     options = config["train"]
     given = {k: point.recipe[k] for k in ("lr", "wd", "batch") if k in point.recipe}
     batch = dataclasses.replace(recipe.default(n, exposures), **given).batch
-    table = train.run_table({"useful_prefix": options.get("useful_prefix")}, ds)
-    useful, exact = useful_tokens(table, ds, scale, exposures, point.seed)
+    prefix = options.get("useful_prefix")
+    if (point.data_id, prefix) not in memo:
+        memo[point.data_id, prefix] = train.run_table({"useful_prefix": prefix}, ds)
+    table = memo[point.data_id, prefix]
+    key = (point.data_id, prefix, exposures, point.seed)
+    if key not in memo:
+        memo[key] = useful_tokens(table, ds, scale, exposures, point.seed)
+    useful, exact = memo[key]
     fraction = options.get("junk_fraction") or 0.0
     windows = mixed_windows(useful, fraction) if fraction else math.ceil(useful / WINDOW)
     junk = WINDOW * math.floor(windows * fraction) if fraction else 0
@@ -217,7 +222,7 @@ def plan(config_path, device: str = "h100", gpus: int = 1, data=None) -> dict:
     """The plan of a sweep config (a file or a mapping) on `gpus` devices of a kind (on
     the CPU: runs at once, one thread each); `data`: a sweep's data folder whose datasets
     are counted where they exist."""
-    checked = validate.check(SCHEMA, {"device": device, "gpus": gpus}, "--")
+    checked = validate.check(validate.PLAN, {"device": device, "gpus": gpus}, "--")
     device, gpus = checked["device"], checked["gpus"]
     raw = sweep.load_config(config_path)
     grid = sweep.points(raw)
@@ -230,7 +235,8 @@ def plan(config_path, device: str = "h100", gpus: int = 1, data=None) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix=".bioknow-plan-"))
     try:
         opened = open_datasets(grid, Path(data) if data else None, scratch)
-        points = [point_plan(p, config, opened[p.data_id], model, per_point) for p in grid]
+        memo: dict = {}
+        points = [point_plan(p, config, opened[p.data_id], model, per_point, memo) for p in grid]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     rate = generate_rate()

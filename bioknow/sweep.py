@@ -606,6 +606,7 @@ def run_sweep(
     cpu_slots: int = 1,
     launcher=None,
     started=None,
+    children: process.Children | None = None,
 ) -> list[dict]:
     """Run (or continue) the sweep of `config_path` (a YAML or JSON file, or the grid as
     a mapping) in `out`; return the results rows. `launcher`: None runs the points on
@@ -613,7 +614,8 @@ def run_sweep(
     submits them to Slurm): `launcher.check(config)` refuses what does not fit before
     anything is written, and `launcher(grid, pending, sweep, config, bar)` returns every
     point's (status, error). `started(config, data_folder)` is called once the datasets
-    exist, before any point runs (the CLI prints the sweep's plan)."""
+    exist, before any point runs (the CLI prints the sweep's plan). `children` runs the
+    commands (default: each in a child process)."""
     validate.check(
         validate.SWEEP,
         {"out": out, "device": device, "per_gpu": per_gpu, "cpu_slots": cpu_slots},
@@ -662,7 +664,7 @@ def run_sweep(
             states[point.id] = ("failed" if error else "done", error)
             table_rows(grid, sweep, config, quantize, states)
 
-        run_points(pending, sweep, config, envs, bar, finished=finished)
+        run_points(pending, sweep, config, envs, bar, children, finished=finished)
     else:
         states = launcher(grid, pending, sweep, config, bar)
     bar.close()

@@ -352,6 +352,7 @@ SWEEP = {
     "launcher": Choice(("local", "slurm")),
     **SLURM,
 }
+PLAN = {"device": Choice(("cpu", "h100", "h200", "a100")), "gpus": GPUS}
 PLOT = {"out": OutPath(file=True), "dpi": Number(50, 1200)}
 EXPORT = {"out": OutPath()}
 SCHEMAS = {
@@ -361,6 +362,7 @@ SCHEMAS = {
     "probe": PROBE,
     "corpus": CORPUS,
     "sweep": SWEEP,
+    "plan": PLAN,
     "plot": PLOT,
     "export": EXPORT,
 }
