@@ -115,14 +115,19 @@ def generate_rate() -> float | None:
 
 def open_datasets(grid: list, folder: Path | None, scratch: Path) -> dict:
     """Each dataset of the grid: the sweep's own (`folder`/ID) where it exists, else a
-    sample of min(N, SAMPLE_PEOPLE) people generated in `scratch` with the same arguments;
-    with N over the people it holds, and its bytes scaled to N."""
-    out = {}
+    sample of min(N, SAMPLE_PEOPLE) people generated in `scratch` with the same arguments
+    (once for datasets whose samples are the same); with N over the people it holds, and
+    its bytes scaled to N."""
+    out, samples = {}, {}
     for data_id, data in {p.data_id: p.data for p in grid}.items():
         path = folder / data_id if folder is not None else None
         if path is None or not (path / "manifest.json").is_file():
-            path = scratch / data_id
-            sweep.generate_dataset({**data, "n": min(data["n"], SAMPLE_PEOPLE)}, path)
+            sample = {**data, "n": min(data["n"], SAMPLE_PEOPLE)}
+            key = json.dumps(sample, sort_keys=True)
+            if key not in samples:
+                samples[key] = scratch / str(len(samples))
+                sweep.generate_dataset(sample, samples[key])
+            path = samples[key]
         ds = dataset.open_dataset(path)
         scale = data["n"] / ds.manifest["n"]
         files = ds.manifest["files"]
@@ -132,12 +137,16 @@ def open_datasets(grid: list, folder: Path | None, scratch: Path) -> dict:
     return out
 
 
-def useful_tokens(table, ds, scale: float, exposures: int, seed: int) -> tuple[int, bool]:
+def useful_tokens(table, ds, scale: float, exposures: int, seed: int, memo: dict):
     """A run's useful tokens, and whether the count is exact: every round counted on the
-    whole dataset, else the mean of the rounds counted on the sample, scaled."""
+    whole dataset, else the mean of the rounds counted on the sample, scaled. `memo`
+    keeps the counts that points share."""
     n = len(table.population)
     rounds = exposures if not ds.online else max(1, min(exposures, EXACT_UNITS // n))
-    counted = TrainStream(table, rounds, 1, seed, ds.online).total_tokens
+    key = (str(ds.path), id(table), rounds, seed)
+    if key not in memo:
+        memo[key] = TrainStream(table, rounds, 1, seed, ds.online).total_tokens
+    counted = memo[key]
     if rounds == exposures and scale == 1:
         return counted, True
     return round(counted / rounds * exposures * scale), False
@@ -154,13 +163,10 @@ def point_plan(point, config: dict, opened: tuple, model: dict, gpus_per_point: 
     given = {k: point.recipe[k] for k in ("lr", "wd", "batch") if k in point.recipe}
     batch = dataclasses.replace(recipe.default(n, exposures), **given).batch
     prefix = options.get("useful_prefix")
-    if (point.data_id, prefix) not in memo:
-        memo[point.data_id, prefix] = train.run_table({"useful_prefix": prefix}, ds)
-    table = memo[point.data_id, prefix]
-    key = (point.data_id, prefix, exposures, point.seed)
-    if key not in memo:
-        memo[key] = useful_tokens(table, ds, scale, exposures, point.seed)
-    useful, exact = memo[key]
+    if (str(ds.path), prefix) not in memo:
+        memo[str(ds.path), prefix] = train.run_table({"useful_prefix": prefix}, ds)
+    table = memo[str(ds.path), prefix]
+    useful, exact = useful_tokens(table, ds, scale, exposures, point.seed, memo)
     fraction = options.get("junk_fraction") or 0.0
     windows = mixed_windows(useful, fraction) if fraction else math.ceil(useful / WINDOW)
     junk = WINDOW * math.floor(windows * fraction) if fraction else 0
@@ -169,7 +175,8 @@ def point_plan(point, config: dict, opened: tuple, model: dict, gpus_per_point: 
     per_token = cfg.flops_per_token(WINDOW)
     flops = per_token * (useful + junk)
     rate = flop_rate(model, per_token)
-    evaluated = min(n, (config["eval"] or {}).get("people") or n)
+    people = config["eval"].get("people")
+    evaluated = n if people in (None, "all") else min(n, people)
     settings = sweep.quantize_settings(config)
     eval_flops = len(settings) * evaluated * useful / (exposures * n) * per_token / 3
     probe = config["probe"]

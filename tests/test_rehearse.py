@@ -37,8 +37,8 @@ def test_paper_config_is_valid_everywhere_and_priced(path):
     head = path.read_text().split("\ndatasets:")[0]
     assert all(line.startswith("#") for line in head.splitlines())
     assert "Compare" in head and "Part 3.3 (arXiv 2404.05405)" in head
-    cost = next(line for line in head.splitlines() if "Cost (bioknow plan, one H100)" in line)
-    assert "COST" not in cost and "device-hours" in cost
+    cost = head.split("Cost (bioknow plan, one H100):")[1]
+    assert "COST" not in cost and "H100-hours" in cost and "disk" in cost
 
 
 def test_the_shrinking_rule():
