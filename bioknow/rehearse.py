@@ -1,7 +1,7 @@
 """A sweep config rehearsed on the CPU (`bioknow sweep CONFIG --rehearse`): the same grid
 shrunk to tiny N, exposures and models, run end to end through generate, train, eval
 (quantized where the config says), plot and fit, so that a config that would fail on a
-cluster fails here first, in about a minute.
+cluster fails here first.
 
 The shrinking rule (every list collapses; points that become equal are run once):
 - every dataset keeps its variant and seed, with N = REHEARSAL_N people, the default
