@@ -22,18 +22,19 @@ GRID = {  # two points as a real sweep runs them, each command in its own proces
     "datasets": [{"variant": "bioS-simple", "n": 30, "seed": 0, "vocab_size": 320}],
     "models": ["gpt2-1-1", "gpt2-1-2"],
     "exposures": 2,
+    "recipe": {"batch": 4},
 }
 JUNK = {  # online data, junk windows and a useful-data prefix (run in this process)
     "datasets": [{"variant": "bioS", "n": 30, "seed": 1, "vocab_size": 320}],
     "models": ["gpt2-1-1"],
-    "exposures": 3,
+    "exposures": 2,
     "train": {"junk_fraction": 0.6, "junk_n": 1000, "useful_prefix": "<|useful|>"},
-    "recipe": {"batch": 2},
+    "recipe": {"batch": 4},
 }
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
+def swept(tmp_path_factory, one_torch_thread):
     root = tmp_path_factory.mktemp("plan")
     (root / "grid.yaml").write_text(yaml.safe_dump(GRID))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
