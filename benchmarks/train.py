@@ -32,16 +32,16 @@ from common import arguments, command_line, report
 
 from bioknow.feed import IGNORE
 from bioknow.model import ModelConfig, Transformer
+from bioknow.plan import PEAK_BF16
 from bioknow.train import optimizer, optimizer_step
 
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, FLOP/s
 RECIPE = {"lr": 1e-3, "wd": 0.01, "betas": (0.9, 0.98), "eps": 1e-6}
 
 
 def peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
+    name = torch.cuda.get_device_name(device).lower()
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 

@@ -13,6 +13,8 @@ prints as JSON.
     export_run(run, out)                       a transformers checkpoint of a run
     write_corpus(dataset, exposures, out, ...)  the training stream as shards
     run_sweep(config, out, ...)                a grid of runs; its results rows
+    plan_sweep(config, device="h100", gpus=1)  what a grid costs before it runs
+    rehearse_sweep(config, out)                a grid shrunk and run end to end on the CPU
     plot_sweep(sweep, out, kind="capacity")    a Figure-1 style figure of a sweep
     plot_memorization(sweep, out)              memorized bits against dataset bits (random)
     fit_sweep(sweep, metric=None, against=None)  scaling-law fits of a sweep
@@ -37,6 +39,8 @@ API = {
     "export_run": ("bioknow.export", "export_run"),
     "write_corpus": ("bioknow.corpus", "write_corpus"),
     "run_sweep": ("bioknow.sweep", "run_sweep"),
+    "plan_sweep": ("bioknow.plan", "plan"),
+    "rehearse_sweep": ("bioknow.rehearse", "rehearse"),
     "plot_sweep": ("bioknow.plot", "plot"),
     "plot_memorization": ("bioknow.plot_memorization", "plot"),
     "fit_sweep": ("bioknow.fit", "fit_all"),

@@ -821,8 +821,45 @@ def sweep_parser(commands) -> None:
         help="local (default): run the points here; slurm: submit them as a Slurm job array "
         "(the sweep folder on a filesystem the nodes share)",
     )
+    p.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="run the same grid shrunk to tiny N, exposures and models, on the CPU, through "
+        "plot and fit, so that a config that would fail on a cluster fails here first",
+    )
     slurm_options(p.add_argument_group("Slurm (--launcher slurm)"))
     outputs(p, "print the result rows (with --status: the points' states) as JSON")
+
+
+# plan
+
+
+def plan_parser(commands) -> None:
+    p = subcommand(
+        commands,
+        "plan",
+        cmd_plan,
+        help="what a sweep config costs, before it runs",
+        description="Per point and in total: tokens, training FLOPs, estimated wall time and "
+        "device-hours, peak memory a point, and disk for datasets, checkpoints and reports. "
+        "The time model is stated with the figures: on the CPU, calibrated on "
+        "docs/benchmarks/train.json; on a GPU, measured tokens/s from "
+        "docs/benchmarks/train-DEVICE.json when present, else the peak bf16 rate times an "
+        "assumed utilization.",
+    )
+    p.add_argument("config", help="sweep config (YAML or JSON)")
+    p.add_argument("--device", default="h100", help="cpu, h100 (default), h200 or a100")
+    p.add_argument(
+        "--gpus", default=1, help="devices the sweep runs on (on the CPU: runs at once); default 1"
+    )
+    outputs(p, "print the plan as JSON")
+
+
+def cmd_plan(args) -> int:
+    from bioknow import plan
+
+    result = plan.plan(args.config, args.device, args.gpus)
+    return answer(args, result, lambda: plan.table(result))
 
 
 def slurm_options(cluster) -> None:
@@ -867,17 +904,36 @@ def cmd_sweep(args) -> int:
     elif given or args.no_wait:
         option = next(iter(given), "no_wait").replace("_", "-")
         raise InputError(f"--{option} is an option of --launcher slurm")
-    rows = sweep.run_sweep(
-        args.config,
-        args.out,
-        **placement,
-        progress=True,
-        launcher=launcher,
-        max_points=args.max_points,
-    )
+    if args.rehearse:
+        from bioknow import rehearse
+
+        if launcher is not None or args.device == "cuda":
+            raise InputError("--rehearse runs on this machine's CPU (no --launcher, no cuda)")
+        rows = rehearse.rehearse(args.config, args.out)
+    else:
+        rows = sweep.run_sweep(
+            args.config,
+            args.out,
+            **placement,
+            progress=True,
+            launcher=launcher,
+            max_points=args.max_points,
+            started=lambda config, data: print_plan(config, data, args, launcher),
+        )
     failed = any(r["status"] == "failed" for r in rows)
     waiting = launcher is not None and not launcher.wait
     return answer(args, rows, lambda: sweep_summary(rows, args.out, waiting), 1 if failed else 0)
+
+
+def print_plan(config: dict, data: Path, args, launcher) -> None:
+    """The sweep's plan in short, on stderr, as it starts (or why there is none)."""
+    from bioknow import plan
+
+    try:
+        device, count, note = plan.here(args.device, int(args.cpu_slots), launcher)
+        print(plan.short(plan.plan(config, device, count, data=data)) + note, file=sys.stderr)
+    except InputError as e:
+        print(f"bioknow: warning: no plan: {e}", file=sys.stderr)
 
 
 def sweep_summary(rows: list[dict], out: str, waiting: bool = False) -> str:
@@ -999,6 +1055,7 @@ SUBCOMMANDS = (
     probe_parser,
     export_parser,
     sweep_parser,
+    plan_parser,
     plot_parser,
     fit_parser,
     corpus_parser,

@@ -218,6 +218,16 @@ class JunkSource:
         raise RuntimeError("junk units too short to fill a window")
 
 
+def mixed_windows(useful_tokens: int, fraction: float, window: int = WINDOW) -> int:
+    """Windows of a mixture, useful and junk, up to its last useful one: the least W whose
+    first W windows hold ceil(useful_tokens / window) useful ones (floor(W F) are junk)."""
+    useful = math.ceil(useful_tokens / window)
+    windows = max(0, math.floor(useful / (1 - fraction)) - 2)
+    while windows - math.floor(windows * fraction) < useful:
+        windows += 1
+    return windows
+
+
 class MixedStream:
     """Useful and junk windows: window w is junk when floor((w + 1) F) > floor(w F), so
     the first W windows hold floor(W F) junk ones; each window is all useful or all junk.
@@ -229,10 +239,7 @@ class MixedStream:
         self.useful, self.junk, self.fraction = useful, junk, fraction
         self._junk_block: tuple[int, tuple | None] = (0, None)  # first window number, windows
         self.batch, self.window = useful.batch, useful.window
-        useful_windows = math.ceil(useful.total_tokens / self.window)
-        self.windows = max(0, math.floor(useful_windows / (1 - fraction)) - 2)
-        while self.windows - self.junk_before(self.windows) < useful_windows:
-            self.windows += 1
+        self.windows = mixed_windows(useful.total_tokens, fraction, self.window)
 
     JUNK_BLOCK = 1024  # junk windows made at a time: large arrays amortize numpy's overhead
 

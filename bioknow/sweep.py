@@ -629,6 +629,22 @@ def run_points(
     return errors
 
 
+def generate_dataset(data: dict, out: Path) -> None:
+    """A dataset of the grid (generate's arguments: variant, n, seed, ...), in `out`."""
+    biod = {k: data[k] for k in dataset.BIOD_KEYS if k in data} or None
+    extra = {k: data[k] for k in GENERATE_EXTRA if k in data}
+    dataset.generate(
+        data["variant"],
+        data["n"],
+        data.get("seed", 0),
+        out,
+        sample=0,
+        overwrite=True,
+        biod=biod,
+        **extra,
+    )
+
+
 def run_sweep(
     config_path,
     out,
@@ -638,6 +654,8 @@ def run_sweep(
     cpu_slots: int = 1,
     launcher=None,
     max_points: int | None = None,
+    started=None,
+    children: process.Children | None = None,
 ) -> list[dict]:
     """Run (or continue) the sweep of `config_path` (a YAML or JSON file, or the grid as
     a mapping) in `out`; return the results rows. A grid of more than `max_points`
@@ -645,7 +663,10 @@ def run_sweep(
     `launcher`: None runs the points on this machine; else an object that runs them
     elsewhere (a `bioknow.slurm.Launcher` submits them to Slurm): `launcher.check(config)`
     refuses what does not fit before anything is written, and
-    `launcher(grid, pending, sweep, config, bar)` returns every point's (status, error)."""
+    `launcher(grid, pending, sweep, config, bar)` returns every point's (status, error).
+    `started(config, data_folder)` is called once the datasets exist, before any point
+    runs (the CLI prints the sweep's plan). `children` runs the commands (default: each
+    in a child process)."""
     placement = {"out": out, "device": device, "per_gpu": per_gpu, "cpu_slots": cpu_slots}
     checked = validate.check(validate.SWEEP, {**placement, "max_points": max_points}, "--")
     raw = load_config(config_path)
@@ -672,21 +693,11 @@ def run_sweep(
         ownership.write_marker(sweep, "sweep")
     atomic.write_json(previous, resolved)
 
-    for spec in {p.data_id: p.data for p in grid}.items():
-        data_id, data = spec
+    for data_id, data in {p.data_id: p.data for p in grid}.items():
         if not (sweep / "data" / data_id / "manifest.json").is_file():
-            biod = {k: data[k] for k in dataset.BIOD_KEYS if k in data} or None
-            extra = {k: data[k] for k in GENERATE_EXTRA if k in data}
-            dataset.generate(
-                data["variant"],
-                data["n"],
-                data.get("seed", 0),
-                sweep / "data" / data_id,
-                sample=0,
-                overwrite=True,
-                biod=biod,
-                **extra,
-            )
+            generate_dataset(data, sweep / "data" / data_id)
+    if started is not None:
+        started(raw, sweep / "data")
 
     quantize = quantize_settings(config)
     pending = [p for p in grid if not point_done(p, sweep, config, quantize)]
@@ -698,7 +709,7 @@ def run_sweep(
     bar = Progress(
         len(grid), "sweep", "point", len(grid) - len(pending), enabled=progress, share=share
     )
-    started = time.perf_counter()
+    began = time.perf_counter()
     if launcher is None:
         states: dict[str, tuple] = {}
 
@@ -706,7 +717,7 @@ def run_sweep(
             states[point.id] = ("failed" if error else "done", error)
             table_rows(grid, sweep, config, quantize, states)
 
-        run_points(pending, sweep, config, envs, bar, finished=finished)
+        run_points(pending, sweep, config, envs, bar, children, finished=finished)
     else:
         states = launcher(grid, pending, sweep, config, bar)
     bar.close()
@@ -715,7 +726,7 @@ def run_sweep(
         sweep / "sweep.json",
         {
             **resolved,
-            "seconds": time.perf_counter() - started,
+            "seconds": time.perf_counter() - began,
             "failed": [k for k, (status, _) in states.items() if status == "failed"],
         },
     )

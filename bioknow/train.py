@@ -140,22 +140,28 @@ def open_run_dataset(config: dict) -> Dataset:
     return ds
 
 
-def check_memory(cfg: ModelConfig, used: int, batch_rows: int, device: torch.device) -> dict:
-    """The parameter counts of a model, once `check_fits` has passed."""
-    check_fits(cfg, batch_rows, device)
-    return Transformer(cfg).parameter_counts(used)
-
-
-def check_fits(cfg: ModelConfig, batch_rows: int, device) -> None:
-    """A model and batch whose weights, gradients, AdamW moments and logits alone would
-    exceed the device's memory are refused with the estimate, before the model is built."""
+def state_memory(cfg: ModelConfig, batch_rows: int) -> int:
+    """Bytes a model and batch need at least: weights, gradients, AdamW moments (float32)
+    and the logits."""
     experts = cfg.n_expert if cfg.mlp == "moe" else 1
     matrices = {"none": 0, "swiglu": 3}.get(cfg.mlp, 2)
     block = 2 * cfg.d_model**2 + experts * matrices * cfg.d_model * cfg.mlp_hidden
     at_least = cfg.n_layer * block + cfg.vocab_size * cfg.d_model  # no k, v maps, no biases
     logits = 8 * batch_rows * WINDOW * cfg.vocab_size
+    return 16 * at_least + logits
+
+
+def check_fits(cfg: ModelConfig, batch_rows: int, device) -> None:
+    """A model and batch whose weights, gradients, AdamW moments and logits alone would
+    exceed the device's memory are refused with the estimate, before the model is built."""
     what = f"training {cfg.name} on batches of {batch_rows}"
-    validate.fits_memory(16 * at_least + logits, what, str(device))
+    validate.fits_memory(state_memory(cfg, batch_rows), what, str(device))
+
+
+def check_memory(cfg: ModelConfig, used: int, batch_rows: int, device: torch.device) -> dict:
+    """The parameter counts of a model, once `check_fits` has passed."""
+    check_fits(cfg, batch_rows, device)
+    return Transformer(cfg).parameter_counts(used)
 
 
 def check_options(batch: int, world: int, fraction: float, junk_n: int | None, n0: int) -> None:

@@ -360,6 +360,7 @@ SWEEP = {
     "max_points": Number(1, 10**12),
     **SLURM,
 }
+PLAN = {"device": Choice(("cpu", "h100", "h200", "a100")), "gpus": GPUS}
 PLOT = {"out": OutPath(file=True), "dpi": Number(50, 1200)}
 EXPORT = {"out": OutPath()}
 SCHEMAS = {
@@ -369,6 +370,7 @@ SCHEMAS = {
     "probe": PROBE,
     "corpus": CORPUS,
     "sweep": SWEEP,
+    "plan": PLAN,
     "plot": PLOT,
     "export": EXPORT,
 }

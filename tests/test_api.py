@@ -24,7 +24,19 @@ def test_importing_bioknow_is_cheap():
 
 
 def test_the_api_is_what_the_command_calls():
-    from bioknow import corpus, dataset, evaluate, export, fit, plot, runfolder, sweep, train
+    from bioknow import (
+        corpus,
+        dataset,
+        evaluate,
+        export,
+        fit,
+        plan,
+        plot,
+        rehearse,
+        runfolder,
+        sweep,
+        train,
+    )
 
     assert bioknow.generate is dataset.generate and bioknow.open_dataset is dataset.open_dataset
     assert bioknow.train_run is train.train
@@ -33,6 +45,7 @@ def test_the_api_is_what_the_command_calls():
     assert bioknow.export_run is export.export_run
     assert bioknow.write_corpus is corpus.write_corpus
     assert bioknow.run_sweep is sweep.run_sweep
+    assert bioknow.plan_sweep is plan.plan and bioknow.rehearse_sweep is rehearse.rehearse
     assert bioknow.plot_sweep is plot.plot and bioknow.fit_sweep is fit.fit_all
     assert bioknow.run_info is runfolder.info
     for name in bioknow.API:
