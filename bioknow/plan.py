@@ -1,8 +1,8 @@
 """What a sweep costs before it runs (`bioknow plan`): per point and in total, tokens,
 training FLOPs, estimated wall time and device-hours, peak memory, and disk.
 
-Tokens and steps come from the training stream itself (`bioknow.stream`, SPEC section
-2.5) on the sweep's datasets, or, before they exist, on a sample of each, generated with
+Tokens and steps come from the training stream itself (`bioknow.stream`, docs/design.md
+§4) on the sweep's datasets, or, before they exist, on a sample of each, generated with
 the same arguments: exact where the sample is the whole dataset (N <= SAMPLE_PEOPLE) and
 every round is counted (online data up to EXACT_UNITS biographies), else N x exposures x
 the mean tokens per exposure of the rounds counted. Training FLOPs are the model's own

@@ -83,11 +83,9 @@ def figure(knowledge: list[str], memorization: str, out: str) -> None:
     bio = [r for path in knowledge for r in read(path)]
     mem = read(memorization)
     models = sorted({r["model"] for r in bio}, key=lambda m: float(bio_p(bio, m)))
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(7.5, 6.4))
     ax.axhspan(3.5, 3.8, color="0.85", label="Morris et al.: random sequences, 3.5-3.8")
-    ax.plot(
-        [100, 1000], [1, 2], "k:", marker="s", label="Part 3.3: knowledge, 1 (100) and 2 (1000)"
-    )
+    ax.plot([100, 1000], [1, 2], "ks", label="Part 3.3: knowledge, 1 (100) and 2 (1000)")
     for i, model in enumerate(models):
         colour = f"C{i}"
         points = sorted((int(r["exposures"]), float(r["R"])) for r in bio if r["model"] == model)
@@ -104,7 +102,7 @@ def figure(knowledge: list[str], memorization: str, out: str) -> None:
     ax.set_title("Two capacities of the same models, one trainer (2-core CPU)")
     ax.set_ylim(-0.2, 4.0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     fig.tight_layout()
     fig.savefig(out, dpi=150)
     print(f"-> {out}")

@@ -160,7 +160,7 @@ def status_of(argv: list[str]) -> int:
         (GRID, ["--device", "tpu"], "--device must be one of cpu, h100, h200, a100"),
         ({**GRID, "gpus_per_point": 2}, ["--gpus", "3"], "not a multiple of gpus_per_point 2"),
         ({**GRID, "models": ["gpt3-1-1"]}, [], "unknown model name"),
-        (None, [], "unreadable sweep config"),
+        (None, [], "unreadable config"),
     ],
 )
 def test_refusals(tmp_path, capsys, config, options, message):
