@@ -51,7 +51,7 @@ $(TF4_VENV)/.installed:
 	touch $@
 
 test-transformers4: install $(TF4_VENV)/.installed
-	BIOKNOW_TRANSFORMERS4_PYTHON=$(TF4_VENV)/bin/python BIOKNOW_REQUIRE_TRANSFORMERS4=1 \
+	BIOKNOW_TRANSFORMERS4_PYTHON=$(abspath $(TF4_VENV))/bin/python BIOKNOW_REQUIRE_TRANSFORMERS4=1 \
 		$(BIN)/python -m pytest tests/test_export.py -k transformers4
 
 lint: install
