@@ -40,7 +40,7 @@ API = {
     "write_corpus": ("bioknow.corpus", "write_corpus"),
     "run_sweep": ("bioknow.sweep", "run_sweep"),
     "plan_sweep": ("bioknow.plan", "plan"),
-    "rehearse_sweep": ("bioknow.rehearse", "rehearse"),
+    "rehearse_sweep": ("bioknow.cli", "rehearse_sweep"),
     "plot_sweep": ("bioknow.plot", "plot"),
     "plot_memorization": ("bioknow.plot_memorization", "plot"),
     "fit_sweep": ("bioknow.fit", "fit_all"),

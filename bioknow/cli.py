@@ -5,6 +5,7 @@ Bad input exits with status 2 and one line naming the problem (docs/design.md §
 """
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -909,7 +910,7 @@ def cmd_sweep(args) -> int:
 
         if launcher is not None or args.device == "cuda":
             raise InputError("--rehearse runs on this machine's CPU (no --launcher, no cuda)")
-        rows = rehearse.rehearse(args.config, args.out)
+        rows = rehearse.rehearse(args.config, args.out, InProcess())
     else:
         rows = sweep.run_sweep(
             args.config,
@@ -1101,3 +1102,28 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # the reader of stdout has gone (`| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # as a shell reports a command ended by SIGPIPE
+
+
+class InProcess:
+    """Runs a sweep's bioknow commands in this process (as `process.Children` runs them in
+    children), their output to the point's log."""
+
+    stopping = False
+
+    def run(self, cmd: list[str], out, env: dict) -> int:
+        args = cmd[cmd.index("bioknow") + 1 :]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            try:
+                return main(args)
+            except SystemExit as e:  # argparse's refusals
+                return e.code if isinstance(e.code, int) else 1
+            finally:
+                out.flush()
+
+
+def rehearse_sweep(config, out) -> list[dict]:
+    """A sweep config's grid shrunk and run end to end on the CPU (`bioknow.rehearse`),
+    its commands run in this process; the result rows."""
+    from bioknow import rehearse
+
+    return rehearse.rehearse(config, out, InProcess())

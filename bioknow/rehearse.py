@@ -22,7 +22,6 @@ the arguments a sweep gives it, in this process rather than a child of its own (
 run's work is shorter than a child's start-up); the log of each point holds its output.
 """
 
-import contextlib
 from pathlib import Path
 
 from bioknow import fit, plot, sweep
@@ -87,35 +86,17 @@ def plot_kinds(config: dict) -> list[str]:
     return kinds
 
 
-class InProcess:
-    """Runs a sweep's bioknow commands in this process (as `process.Children` runs them in
-    children), their output to the point's log."""
-
-    stopping = False
-
-    def run(self, cmd: list[str], out, env: dict) -> int:
-        from bioknow import cli
-
-        args = cmd[cmd.index("bioknow") + 1 :]
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            try:
-                return cli.main(args)
-            except SystemExit as e:  # argparse's refusals
-                return e.code if isinstance(e.code, int) else 1
-            finally:
-                out.flush()
-
-
-def rehearse(config_path, out) -> list[dict]:
+def rehearse(config_path, out, children) -> list[dict]:
     """Run the shrunk grid of `config_path` in `out` on the CPU, then draw its figures
-    (`out`/KIND.png) and fit it (`out`/fit.json, report.md); the result rows."""
+    (`out`/KIND.png) and fit it (`out`/fit.json, report.md); the result rows. `children`
+    runs the sweep's commands (`bioknow.cli.InProcess`: in this process)."""
     import torch
 
     small = shrink(sweep.load_config(config_path))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models run fastest on one thread
     try:
-        rows = sweep.run_sweep(small, out, device="cpu", children=InProcess())
+        rows = sweep.run_sweep(small, out, device="cpu", children=children)
     finally:
         torch.set_num_threads(threads)
     if all(r["status"] == "done" for r in rows):

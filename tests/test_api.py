@@ -25,6 +25,7 @@ def test_importing_bioknow_is_cheap():
 
 def test_the_api_is_what_the_command_calls():
     from bioknow import (
+        cli,
         corpus,
         dataset,
         evaluate,
@@ -32,7 +33,6 @@ def test_the_api_is_what_the_command_calls():
         fit,
         plan,
         plot,
-        rehearse,
         runfolder,
         sweep,
         train,
@@ -45,7 +45,7 @@ def test_the_api_is_what_the_command_calls():
     assert bioknow.export_run is export.export_run
     assert bioknow.write_corpus is corpus.write_corpus
     assert bioknow.run_sweep is sweep.run_sweep
-    assert bioknow.plan_sweep is plan.plan and bioknow.rehearse_sweep is rehearse.rehearse
+    assert bioknow.plan_sweep is plan.plan and bioknow.rehearse_sweep is cli.rehearse_sweep
     assert bioknow.plot_sweep is plot.plot and bioknow.fit_sweep is fit.fit_all
     assert bioknow.run_info is runfolder.info
     for name in bioknow.API:

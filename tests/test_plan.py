@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bioknow import cli, plan, rehearse, sweep
+from bioknow import cli, plan, sweep
 
 # Every figure is exact; the CPU estimate of a tiny sweep (commands' start-up, table
 # building and imports dominate it) must be within this factor of its measured time: the
@@ -43,7 +43,7 @@ def swept(tmp_path_factory, one_torch_thread):
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     seconds = sum(getattr(after, k) - getattr(before, k) for k in ("ru_utime", "ru_stime"))
     (root / "cpu_seconds").write_text(str(seconds))
-    junk = sweep.run_sweep(JUNK, root / "junk", device="cpu", children=rehearse.InProcess())
+    junk = sweep.run_sweep(JUNK, root / "junk", device="cpu", children=cli.InProcess())
     assert all(r["status"] == "done" for r in junk)
     return root
 

@@ -297,10 +297,10 @@ def test_a_failure_of_rank_0_alone_stops_every_rank(data, tmp_path):
         )
     finally:
         os.close(holder)
-    lines = [x for x in done.stderr.splitlines() if x.startswith("bioknow: error:")]
-    assert len(lines) == 2, done.stderr[-3000:]
-    assert "in use by process" in lines[0] or "in use by process" in lines[1]
-    assert any("rank 0 failed, so rank 1 stops" in x for x in lines), lines
+    # the two ranks write to one stderr at once: their lines may run together
+    assert done.stderr.count("bioknow: error:") == 2, done.stderr[-3000:]
+    assert "in use by process" in done.stderr
+    assert "rank 0 failed, so rank 1 stops" in done.stderr
     # rank 1 stopped by itself, with rank 0's message; torchrun may end rank 0 first
     assert done.returncode != 0 and "exitcode  : 2" in done.stderr, done.stderr[-3000:]
     assert time.monotonic() - started < 300
