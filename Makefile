@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEMO ?= out/demo
 
-.PHONY: install run test test-slurm test-transformers4 lint bench capacity clean
+.PHONY: install run test test-slow test-slurm test-transformers4 lint bench capacity clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,11 @@ capacity: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The slowest end-to-end tests (about 3 minutes in all), apart so that `make test` stays
+# near five minutes; CI runs them too.
+test-slow: install
+	$(BIN)/python -m pytest -m slow
 
 # Sweeps through a real Slurm: starts a single-node cluster on this machine (installing
 # Debian's slurm-wlm and munge when missing, as root), about two minutes.

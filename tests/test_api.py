@@ -55,6 +55,7 @@ def test_the_api_is_what_the_command_calls():
         bioknow.no_such_function  # noqa: B018
 
 
+@pytest.mark.slow
 def test_the_pipeline_through_the_api(tmp_path):
     data, run, hf = tmp_path / "data", tmp_path / "run", tmp_path / "hf"
     manifest = bioknow.generate("bioS-simple", 30, 0, data)

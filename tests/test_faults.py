@@ -275,6 +275,7 @@ def test_a_run_has_one_writer(tiny, tmp_path):
     assert not (run / "lock").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_a_sweeps_children_die_with_it(tmp_path, ranks):
     """kill -9 of `bioknow sweep` takes its train child with it (which checkpoints on the

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pyarrow.csv as pacsv
+import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu-check.sh"
 FILES = {
@@ -14,6 +15,7 @@ FILES = {
 }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_gpu_check_rehearses_on_the_cpu(tmp_path):
     import sys
 

@@ -90,6 +90,7 @@ def rehearsal(path: Path, out: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_every_paper_config_rehearses(tmp_path):
     """Configs whose shrunk grids are equal are rehearsed once; two rehearsals at a time."""
     grids: dict[str, list[Path]] = {}

@@ -212,6 +212,7 @@ CAPACITY_COLUMNS = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_capacity_grid_runs_shortened(tmp_path, monkeypatch, capsys):
     """scripts/capacity-cpu.yaml with 30 people and 3 and 1 exposures (people sampled, so
     the interval columns appear), through sweep, plot and fit; the sweep and its runs'

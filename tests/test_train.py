@@ -86,6 +86,7 @@ def value_loss(run_dir, ds) -> float:
     return total / count
 
 
+@pytest.mark.slow
 def test_a_tiny_gpt2_learns_the_values(data, tmp_path):
     ds = dataset.open_dataset(data / "bioS-simple")
     run(
@@ -229,6 +230,7 @@ def test_overwrite_with_bad_arguments_keeps_the_old_run(data, tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.slow
 def test_bf16_keeps_the_bits(data, tmp_path):
     """The CPU's default bf16 autocast trains a model that stores the same knowledge as
     float32: on a run that stores most of it, bits within 4% of the maximum (they differ
