@@ -426,14 +426,20 @@ def generate(
             "versions": versions(),
         }
         atomic.write_bytes(tmp / "README.md", dataset_card(manifest).encode())
-        manifest["files"] = {
-            p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": atomic.sha256(p)}
-            for p in sorted(tmp.rglob("*"))
-            if p.is_file()
-        }
-        atomic.write_json(tmp / "manifest.json", manifest)
-        integrity.seal_manifest(tmp)
+        seal(tmp, manifest)
     return manifest
+
+
+def seal(folder: Path, manifest: dict) -> None:
+    """List every file of a dataset being built (size, SHA-256) in its manifest, write the
+    manifest and its own digest (manifest.sha256)."""
+    manifest["files"] = {
+        p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": atomic.sha256(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+    atomic.write_json(folder / "manifest.json", manifest)
+    integrity.seal_manifest(folder)
 
 
 def generate_random(
@@ -467,13 +473,7 @@ def generate_random(
             "versions": versions(),
         }
         atomic.write_bytes(tmp / "README.md", sequences_module.dataset_card(manifest).encode())
-        manifest["files"] = {
-            p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": atomic.sha256(p)}
-            for p in sorted(tmp.rglob("*"))
-            if p.is_file()
-        }
-        atomic.write_json(tmp / "manifest.json", manifest)
-        integrity.seal_manifest(tmp)
+        seal(tmp, manifest)
     return manifest
 
 

@@ -518,6 +518,12 @@ def plot(sweep_dir, out, kind: str = "capacity", dpi: float = 150) -> Path:
     Returns its path. NothingToCompare (nothing written) when the kind compares a single
     value."""
     spec_of(kind)
+    return write_figure(lambda: figure(load_rows(sweep_dir), kind), out, dpi)
+
+
+def write_figure(draw, out, dpi: float) -> Path:
+    """Check `out` and `dpi`, draw the figure (`draw()`), and write it to `out` in the
+    format its extension names, atomically; nothing is written when anything fails."""
     out = Path(out)
     if out.is_dir():
         raise InputError(f"{out}: is a folder, not a file name for the figure")
@@ -525,9 +531,8 @@ def plot(sweep_dir, out, kind: str = "capacity", dpi: float = 150) -> Path:
     low, high = DPI_RANGE
     if not (isinstance(dpi, (int, float)) and math.isfinite(dpi) and low <= dpi <= high):
         raise InputError(f"--dpi must be between {low} and {high}, got {dpi!r}")
-    fig = figure(load_rows(sweep_dir), kind)
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=dpi)
+    draw().savefig(buf, format=fmt, dpi=dpi)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_bytes(out, buf.getvalue())
     return out

@@ -8,8 +8,6 @@ bits with each sequence clamped at 0; a run with nothing memorized sits on the b
 `bioknow plot --kind memorization`.
 """
 
-import io
-import math
 from pathlib import Path
 
 import matplotlib
@@ -17,9 +15,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bioknow import atomic, plateau
+from bioknow import plateau
 from bioknow.errors import InputError
-from bioknow.plot import DPI_RANGE, counts_on, figure_format, load_rows, present, si
+from bioknow.plot import counts_on, load_rows, present, si, write_figure
 
 MORRIS_BITS_PER_PARAM = 3.6
 GREY = "0.45"
@@ -138,16 +136,4 @@ def columns(rows: list[dict]) -> dict[str, list]:
 def plot(sweep_dir, out, dpi: float = 150) -> Path:
     """Draw the memorization figure of DIR/runs.parquet into `out` (.png, .pdf, .svg),
     atomically; nothing is written when anything fails. Returns its path."""
-    out = Path(out)
-    if out.is_dir():
-        raise InputError(f"{out}: is a folder, not a file name for the figure")
-    fmt = figure_format(out)
-    low, high = DPI_RANGE
-    if not (isinstance(dpi, (int, float)) and math.isfinite(dpi) and low <= dpi <= high):
-        raise InputError(f"--dpi must be between {low} and {high}, got {dpi!r}")
-    fig = figure(load_rows(sweep_dir))
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=dpi)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_bytes(out, buf.getvalue())
-    return out
+    return write_figure(lambda: figure(load_rows(sweep_dir)), out, dpi)
