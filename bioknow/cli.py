@@ -398,19 +398,21 @@ def train_parser(commands) -> None:
     p.add_argument(
         "--junk-fraction",
         metavar="F",
-        help="share F of the 512-token windows filled with junk biographies (the paper's "
-        "junk-data mixtures)",
+        help="share F of the 512-token windows filled with junk data, units of the "
+        "dataset's format about other people (the paper's junk-data mixtures)",
     )
     p.add_argument(
         "--junk-n",
         metavar="N2",
-        help="people of the junk bioS(N2) population, computed per person, never stored "
-        "(1e8: random junk, 1000: repetitive junk)",
+        help="people of the junk population: bioS(N2), or bioD(N2, ...) with the dataset's "
+        "parameters for a bioD dataset (bioR-style data: bioS junk); computed per person, "
+        "never stored (1e8: random junk, 1000: repetitive junk)",
     )
     p.add_argument(
         "--useful-prefix",
         metavar="TOKEN",
-        help="a special token (added to the tokenizer) that opens every useful biography",
+        help="a special token (added to the tokenizer) right after the end-of-text of every "
+        "useful unit (biography or bioD paragraph), in training and evaluation",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument(

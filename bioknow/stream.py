@@ -18,6 +18,7 @@ import numpy as np
 
 from bioknow import keyed
 from bioknow.progress import Progress
+from bioknow.render.biod import BioDTable
 from bioknow.render.tokens import FragmentTable, Units
 
 WINDOW = 512
@@ -181,15 +182,23 @@ class TrainStream:
 
 
 class JunkSource:
-    """Junk windows: biographies of a bioS(N') population that is computed per person and
-    never stored (docs/design.md §2.4, junk data). Junk window m is a pure function of m:
-    units of people drawn with replacement, keyed by (m, j), cut at the window's end."""
+    """Junk windows: units of a population of N' people that is computed per person and
+    never stored (docs/design.md §2.4, junk data): bioS biographies, or with `biod` the
+    bioD paragraphs of those parameters (the junk people's own values and diversity sets,
+    keyed by `seed`). Junk window m is a pure function of m: units of people drawn with
+    replacement, keyed by (m, j), cut at the window's end."""
 
-    def __init__(self, fields, tokenizer, seed: int, n: int, window: int = WINDOW):
+    def __init__(self, fields, tokenizer, seed: int, n: int, window: int = WINDOW, biod=None):
         from bioknow.population import Population
 
-        self.table = FragmentTable(Population.virtual(fields, seed, n), tokenizer)
+        population = Population.virtual(fields, seed, n)
+        if biod is None:
+            self.table = FragmentTable(population, tokenizer)
+        else:
+            self.table = BioDTable(population, tokenizer, biod)
         self.seed, self.n, self.window = seed, n, window
+        typical = np.diff(self.table.assemble(np.arange(min(n, 16)), 0).offsets).mean()
+        self.per_round = int(window // typical) + 2  # units drawn per window and round
 
     def windows(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Junk windows number m: tokens and labels, [len(m), window]."""
@@ -197,7 +206,7 @@ class JunkSource:
         tokens = np.zeros((len(m), self.window), dtype=np.int32)
         labels = np.zeros((len(m), self.window), dtype=np.uint8)
         filled = np.zeros(len(m), dtype=np.int64)
-        per_round = self.window // 48 + 2  # units drawn per window and round; ~70 tokens each
+        per_round = self.per_round  # any number gives the same windows, this one quickly
         column = np.arange(self.window)
         for first in range(0, 1 << 20, per_round):
             short = np.flatnonzero(filled < self.window)

@@ -43,14 +43,13 @@ from bioknow import (
     track,
     validate,
 )
-from bioknow import tokenizer as tokenizers
 from bioknow.dataset import Dataset, open_dataset, versions
 from bioknow.errors import BioknowWarning, InputError
 from bioknow.feed import Prefetcher, Ready
 from bioknow.model import ModelConfig, Transformer
 from bioknow.process import RunLock
 from bioknow.progress import Forecast, Progress
-from bioknow.render.tokens import FragmentTable
+from bioknow.render.tokens import Prefixed
 from bioknow.runfolder import latest_checkpoint  # noqa: F401 (part of this module's API)
 from bioknow.stream import WINDOW, JunkSource, MixedStream, Position, TrainStream
 from bioknow.tokenizer import padded_vocab_size
@@ -109,23 +108,23 @@ def place(device: str | None) -> Placement:
     return Placement(rank, world, torch.device(device))
 
 
-def run_table(config: dict, ds) -> FragmentTable:
-    """The fragment table a run trains and is evaluated on: the dataset's, or with the
-    run's useful-data prefix as a special token opening every unit."""
+def run_table(config: dict, ds):
+    """The table a run trains and is evaluated on: the dataset's, or (any variant) with
+    the run's useful-data prefix, a special token right after every unit's end-of-text."""
     prefix = config.get("useful_prefix")
-    if prefix is None:
-        return ds.table
-    return FragmentTable(ds.population, tokenizers.with_special(ds.tokenizer, [prefix]), prefix)
+    return ds.table if prefix is None else Prefixed(ds.table, prefix)
 
 
 def training_stream(config: dict, ds) -> TrainStream | MixedStream:
-    """The exposure-exact stream of a run, mixed with junk windows if it has junk."""
+    """The exposure-exact stream of a run, mixed with junk windows if it has junk: units
+    of the dataset's format (bioD for bioD, else bioS) about a population of its own."""
     table = run_table(config, ds)
     stream = TrainStream(table, config["exposures"], config["batch"], config["seed"], ds.online)
     junk = config.get("junk")
     if junk is None:
         return stream
-    source = JunkSource(ds.fields, table.tokenizer, junk["seed"], junk["n"], stream.window)
+    biod = ds.table.params if ds.manifest["variant"] == "bioD" else None
+    source = JunkSource(ds.fields, table.tokenizer, junk["seed"], junk["n"], stream.window, biod)
     return MixedStream(stream, source, junk["fraction"])
 
 
@@ -366,6 +365,17 @@ def reopen(run: Path, where: Placement):
     return config, ds, checkpoint, state
 
 
+def check_stream(run: Path, config: dict, stream) -> None:
+    """Refuse to resume a run on a stream other than the one it started on (one an
+    older bioknow made differently): its exact token count must be the config's."""
+    if stream.total_tokens != config["tokens"]:
+        raise InputError(
+            f"{run}: started on a stream of {config['tokens']:,} tokens, but its data now "
+            f"make {stream.total_tokens:,} (a stream this bioknow makes differently); "
+            "it cannot be resumed"
+        )
+
+
 def check_resume(run: Path, given: dict, overwrite: bool) -> None:
     """--resume continues a run as it was started: refuse the options it is made of."""
     extra = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
@@ -453,6 +463,7 @@ def train(
             return state
         if resume:
             stream = training_stream(config, ds)
+            check_stream(run, config, stream)
         state = loop(run, config, stream, checkpoint, state, where, stop_after, progress)
         if state["finished"]:
             ranks.on_writer(where, lambda: runfolder.finish(run))

@@ -1,15 +1,23 @@
 """Junk mixtures: windows all useful or all junk, the junk share F, exposures of useful
-data only, a junk population computed per person in constant memory, a useful prefix."""
+data only, a junk population computed per person in constant memory, junk of the
+dataset's format (bioD for bioD), a useful prefix for every variant."""
 
 import json
+import re
 import tracemalloc
 
 import numpy as np
 import pytest
+import torch
 
-from bioknow import dataset, train
+from bioknow import dataset, evaluate, train
 from bioknow.errors import InputError
-from bioknow.stream import JunkSource, MixedStream, TrainStream
+from bioknow.render.tokens import LABEL, FragmentTable, Prefixed
+from bioknow.stream import EVAL_EXPOSURE, JunkSource, MixedStream, TrainStream
+from bioknow.tokenizer import with_special
+
+BIOD = {"k": 2, "c": 3, "d": 10, "l": 1, "t": 20}
+PREFIX = "<|useful|>"
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +121,126 @@ def test_bad_junk_options(ds, tmp_path):
         with pytest.raises(InputError):
             train.train(str(ds.path), "gpt2-1-1", 1, tmp_path / "x", device="cpu", **kwargs)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture(scope="module")
+def variants(ds, tmp_path_factory):
+    """A bioS, a bioD and a bioR-style dataset."""
+    root = tmp_path_factory.mktemp("variants")
+    dataset.generate("bioD", 30, 3, root / "bioD", sample=0, biod=BIOD, vocab_size=320)
+    dataset.generate("bioR-style", 30, 4, root / "bioR", sample=0, renderings=3, vocab_size=320)
+    opened = [dataset.open_dataset(root / name) for name in ("bioD", "bioR")]
+    return {d.manifest["variant"]: d for d in (ds, *opened)}
+
+
+def run_stream(ds, prefix=None, junk=None):
+    config = {"exposures": 3, "batch": 2, "seed": 0, "useful_prefix": prefix, "junk": junk}
+    return train.training_stream(config, ds)
+
+
+def stream_tokens(stream):
+    batches = list(stream.batches())
+    tokens = np.concatenate([b.tokens.ravel()[: b.valid] for b in batches])
+    return tokens, np.concatenate([b.labels.ravel()[: b.valid] for b in batches])
+
+
+def decode(tokenizer, ids) -> str:
+    return tokenizer.decode(list(map(int, ids)), skip_special_tokens=False)
+
+
+@pytest.mark.parametrize("variant", ["bioS", "bioD", "bioR-style"])
+def test_a_prefix_follows_every_end_of_text_of_every_variant(variants, variant):
+    ds = variants[variant]
+    plain, prefixed = run_stream(ds), run_stream(ds, PREFIX)
+    assert prefixed.total_tokens == plain.total_tokens + 3 * ds.manifest["n"]
+    (tokens, labels), (got, got_labels) = stream_tokens(plain), stream_tokens(prefixed)
+    prefix = prefixed.table.tokenizer.token_to_id(PREFIX)
+    after = np.flatnonzero(tokens == ds.table.eot) + 1  # every unit opens with end-of-text
+    assert len(after) == 3 * ds.manifest["n"]
+    assert np.array_equal(got, np.insert(tokens, after, prefix))
+    assert np.array_equal(got_labels, np.insert(labels, after, LABEL["other"]))
+    one, other = plain.table.assemble([0, 1], 5), prefixed.table.assemble([0, 1], 5)
+    for i in range(2):
+        text = decode(ds.tokenizer, one.unit(i)[0][1:])
+        assert decode(prefixed.table.tokenizer, other.unit(i)[0]) == f"<|endoftext|>{PREFIX}{text}"
+    if variant == "bioD":
+        assert text == ds.table.render([1], 5)[0].text
+
+
+BIOD_UNIT = re.compile(
+    r"[A-Z][^<>.,]+'s ID [12] is <\|t\d+\|>(, <\|t\d+\|>){2}"
+    r"\. (Her|His) ID [12] is <\|t\d+\|>(, <\|t\d+\|>){2}\."
+)
+
+
+def test_biod_junk_is_biod_paragraphs_of_other_people(variants):
+    ds = variants["bioD"]
+    junk = {"fraction": 0.5, "n": 10**8, "seed": ds.manifest["seed"] + 1}
+    source = run_stream(ds, PREFIX, junk).junk
+    tokens, labels = source.windows(np.arange(6))
+    units = [u for row in tokens for u in decode(ds.tokenizer, row).split("<|endoftext|>")[1:-1]]
+    assert len(units) > 20 and all(BIOD_UNIT.fullmatch(u) for u in units), units[:2]
+    assert (labels == LABEL["chunk_first"]).sum() >= 2 * len(units)
+    assert not (labels == LABEL["birth_date"]).any()
+    assert not np.array_equal(source.table.sets, ds.table.sets)  # keyed by the junk seed
+    # bioR-style (and bioS) junk is bioS biographies
+    ds = variants["bioR-style"]
+    source = run_stream(ds, None, {**junk, "seed": 9}).junk
+    assert isinstance(source.table, FragmentTable)
+    assert (source.windows(np.arange(2))[1] == LABEL["birth_date"]).any()
+
+
+def test_biod_junk_in_constant_memory(variants):
+    ds = variants["bioD"]
+    source = JunkSource(ds.fields, ds.tokenizer, 5, 10**8, biod=ds.table.params)
+    source.windows(np.arange(2))  # warm up
+    tracemalloc.start()
+    tokens, _ = source.windows(np.arange(64))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 30e6 and ((tokens != ds.table.eot).sum(1) > 480).all()
+
+
+def test_eval_of_a_biod_run_with_a_prefix_and_junk(variants, tmp_path):
+    """The report's p1, p2, p3 equal the model's losses on the texts, recomputed from the
+    tokenizer's own encoding of end-of-text, the prefix and each paragraph."""
+    ds = variants["bioD"]
+    options = dict(batch=2, device="cpu", junk_fraction=0.5, junk_n=10**8, useful_prefix=PREFIX)
+    train.train(str(ds.path), "gpt2-1-1", 3, tmp_path / "r", **options)
+    report = evaluate.evaluate_run(tmp_path / "r", device="cpu")
+    _, model, _ = train.load_run(tmp_path / "r")
+    tokenizer = with_special(ds.tokenizer, [PREFIX])
+    symbols, comma = set(ds.table.symbol_ids.tolist()), tokenizer.token_to_id(",")
+    opening = f"<|endoftext|>{PREFIX}"
+    sums = []
+    for paragraph in ds.table.render(np.arange(ds.manifest["n"]), EVAL_EXPOSURE):
+        encoding = tokenizer.encode(opening + paragraph.text, add_special_tokens=False)
+        ids = encoding.ids
+        with torch.no_grad():
+            logits = model(torch.tensor([ids]))[0][0, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="none")
+        name = paragraph.spans[0]
+        starts = [a - len(opening) for a, _ in encoding.offsets[1:]]
+        in_name = [name.start <= a < name.end for a in starts]
+        value = [t in symbols for t in ids[1:]]
+        first = [v and before != comma for v, before in zip(value, ids, strict=False)]
+        sums.append([float(nll[np.array(mask)].sum()) for mask in (in_name, value, first)])
+    p1, p2, p3 = np.mean(sums, axis=0) / [1, BIOD["k"], BIOD["k"]]
+    assert report["people"] == ds.manifest["n"]
+    assert (report["p1"], report["p2"], report["p3"]) == pytest.approx((p1, p2, p3), rel=1e-4)
+
+
+def test_a_run_started_on_another_stream_is_not_resumed(variants, tmp_path, monkeypatch):
+    """A bioD run begun on bioS units behind its prefix (as bioknow made them before the
+    prefix worked for every variant) is refused, not resumed on other data."""
+    ds, run = variants["bioD"], tmp_path / "r"
+
+    def bios_units(config, ds):
+        return Prefixed(FragmentTable(ds.population, ds.tokenizer), config["useful_prefix"])
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "run_table", bios_units)
+        options = dict(batch=2, device="cpu", useful_prefix=PREFIX, stop_after=1)
+        assert not train.train(str(ds.path), "gpt2-1-1", 3, run, **options)["finished"]
+    with pytest.raises(InputError, match="cannot be resumed"):
+        train.train(None, None, None, run, device="cpu", resume=True)

@@ -31,6 +31,8 @@ JUNK = {  # online data, junk windows and a useful-data prefix (run in this proc
     "train": {"junk_fraction": 0.6, "junk_n": 1000, "useful_prefix": "<|useful|>"},
     "recipe": {"batch": 4},
 }
+BIOD = {"variant": "bioD", "n": 20, "seed": 2, "vocab_size": 320}
+JUNK_BIOD = {**JUNK, "datasets": [{**BIOD, "k": 2, "c": 3, "d": 10, "l": 1, "t": 20}]}  # bioD
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +47,8 @@ def swept(tmp_path_factory, one_torch_thread):
     (root / "cpu_seconds").write_text(str(seconds))
     junk = sweep.run_sweep(JUNK, root / "junk", device="cpu", children=cli.InProcess())
     assert all(r["status"] == "done" for r in junk)
+    biod = sweep.run_sweep(JUNK_BIOD, root / "junk-biod", device="cpu", children=cli.InProcess())
+    assert all(r["status"] == "done" for r in biod)
     return root
 
 
@@ -62,7 +66,7 @@ def recorded_run(run: Path) -> dict:
     }
 
 
-@pytest.mark.parametrize("name, grid", [("s", GRID), ("junk", JUNK)])
+@pytest.mark.parametrize("name, grid", [("s", GRID), ("junk", JUNK), ("junk-biod", JUNK_BIOD)])
 @pytest.mark.parametrize("on_the_sweeps_data", [True, False])
 def test_tokens_and_flops_equal_the_runs(swept, name, grid, on_the_sweeps_data):
     data = swept / name / "data" if on_the_sweeps_data else None
@@ -76,8 +80,12 @@ def test_tokens_and_flops_equal_the_runs(swept, name, grid, on_the_sweeps_data):
         assert point["flops_per_token"] == run["flops_per_token"]
         seen = run["tokens"] + run["junk_tokens"]
         assert point["flops"] == run["flops_per_token"] * seen
-    if name == "junk":
+    if name != "s":
         assert result["points"][0]["junk_tokens"] > 0  # the junk windows are counted
+        # the prefix is one token a unit, whatever the variant
+        plain = {**grid, "train": {k: v for k, v in grid["train"].items() if k != "useful_prefix"}}
+        point, unprefixed = result["points"][0], plan.plan(plain, "cpu", data=data)["points"][0]
+        assert point["tokens"] == unprefixed["tokens"] + point["n"] * point["exposures"]
 
 
 def test_cpu_time_is_within_the_stated_factor_of_a_measured_sweep(swept):

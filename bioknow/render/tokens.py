@@ -10,7 +10,7 @@ entries standing for the person's slots (name parts, pronouns, the value). Assem
 thousands of biographies is then array gathers, never a Python loop per token.
 
 A *unit* is one exposure: the end-of-text token followed by the biography (with a run's
-useful-data prefix token between them, when it has one).
+useful-data prefix token between them, when it has one: `Prefixed`, for every table kind).
 """
 
 import itertools
@@ -24,7 +24,7 @@ from bioknow.fields import OBJECT, POSSESSIVE, SENTENCES, SUBJECT, SUBJECT_S
 from bioknow.population import Population
 from bioknow.render import dates, junctions
 from bioknow.render.bios import choices, render_people
-from bioknow.tokenizer import encode, eot_id
+from bioknow.tokenizer import encode, eot_id, with_special
 
 # label id = index; bioD values: "chunk_first" (a value's first chunk), "chunk" (the others);
 # random sequences (`bioknow.render.sequences`): "prompt" (its first symbols), "symbol" (the rest)
@@ -92,7 +92,7 @@ def program_items(parts, j: int, later: int) -> list:
 class FragmentTable:
     """Pieces (token runs with a label per token) and the programs of every template."""
 
-    def __init__(self, population: Population, tokenizer: Tokenizer, prefix: str | None = None):
+    def __init__(self, population: Population, tokenizer: Tokenizer):
         fields = population.fields
         self.population, self.tokenizer = population, tokenizer
         self.texts: list[str] = ["", ""]  # piece 0: empty; piece 1: end-of-text (set below)
@@ -114,8 +114,7 @@ class FragmentTable:
         for j, sentence in enumerate(SENTENCES):
             values = fields.values(sentence)
             self.columns[VALUE + j] = (add([" " + v for v in values], sentence), len(values))
-        opening = [1] if prefix is None else [1, add([prefix], "other")]  # 1: end-of-text
-        self.programs = self.build_programs(opening)
+        self.programs = self.build_programs([1])  # piece 1: end-of-text
 
         self.eot = eot_id(tokenizer)
         first, count = self.columns[VALUE + SENTENCES.index("birth_date")]
@@ -366,3 +365,35 @@ class FragmentTable:
         texts = [r.text for r in render_people(self.population, people, exposure)]
         encoded = encode(self.tokenizer, texts)
         return [int(p) for i, p in enumerate(people) if units.unit(i)[0][1:].tolist() != encoded[i]]
+
+
+class Prefixed:
+    """A table's units with a run's useful-data prefix: one special token right after
+    each unit's end-of-text, labelled "other" (docs/design.md §4). Any table kind."""
+
+    def __init__(self, table, prefix: str):
+        self.table, self.population, self.eot = table, table.population, table.eot
+        self.tokenizer = with_special(table.tokenizer, [prefix])
+        self.prefix_id = self.tokenizer.token_to_id(prefix)
+
+    def assemble(self, people, exposure) -> Units:
+        units = self.table.assemble(people, exposure)
+        after = units.offsets[:-1] + 1  # right after each end-of-text
+        return Units(
+            tokens=np.insert(units.tokens, after, self.prefix_id),
+            labels=np.insert(units.labels, after, LABEL["other"]),
+            offsets=units.offsets + np.arange(len(units.offsets)),
+        )
+
+    def lengths(self, people, exposure) -> np.ndarray:
+        return self.table.lengths(people, exposure) + 1
+
+    def expected_lengths(self, people) -> np.ndarray:
+        return self.table.expected_lengths(people) + 1
+
+    def used_ids(self, online: bool) -> np.ndarray:
+        return np.union1d(self.table.used_ids(online), [self.prefix_id])
+
+    def mismatches(self, people, exposure) -> list[int]:
+        """The wrapped table's: the prefix is one special token, never merged."""
+        return self.table.mismatches(people, exposure)
