@@ -26,7 +26,7 @@ is cheap: each function's module (and torch) is imported on first use.
 
 import importlib
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 # name -> (module, function): the Python API, each the function the command line calls
 API = {

@@ -7,6 +7,7 @@ figure.
 """
 
 import math
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -44,6 +45,28 @@ TRAINED_WITH = (
 def trained_with(config: dict) -> dict:
     """The settings a checkpoint records: those of TRAINED_WITH in the run's config."""
     return {key: config.get(key) for key in TRAINED_WITH}
+
+
+# Before this version, a bioD run's junk and a bioD or bioR-style run's useful-data prefix
+# were rendered as bioS text: such a run was trained on a stream bioknow no longer makes.
+MIXTURES_FIXED = (0, 2, 1)
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+
+def check_mixture(run: Path, config: dict) -> None:
+    """Refuse a run whose junk or useful-data prefix an older bioknow rendered in the wrong
+    format (bioS text for bioD or bioR-style data): its numbers would be of another stream."""
+    variant, made = config.get("variant"), (config.get("versions") or {}).get("bioknow", "0")
+    wrong = config.get("useful_prefix") is not None and variant in ("bioD", "bioR-style")
+    wrong |= bool(config.get("junk")) and variant == "bioD"
+    if wrong and version_tuple(made) < MIXTURES_FIXED:
+        raise InputError(
+            f"{run}: trained by bioknow {made}, which rendered its junk or useful-data prefix "
+            f"as bioS text for {variant} data; train it again"
+        )
 
 
 def check_state(run: Path, config: dict, state: dict) -> None:

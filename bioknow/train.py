@@ -358,6 +358,7 @@ def begin(run: Path, config: dict, overwrite: bool) -> None:
 def reopen(run: Path, where: Placement):
     """A stopped run's config, dataset, latest checkpoint and state, checked."""
     config = runfolder.read_config(run)
+    consistency.check_mixture(run, config)
     ds = open_run_dataset(config)
     checkpoint = latest_checkpoint(run)
     state = runfolder.read_state(run, checkpoint) if checkpoint else fresh_state()
@@ -742,6 +743,7 @@ def load_run(run, device="cpu") -> tuple[dict, Transformer, dict]:
     those weights are from; every file checked against the run's integrity.json."""
     run = Path(run)
     config = runfolder.read_config(run)
+    consistency.check_mixture(run, config)
     model = Transformer(ModelConfig(**config["model"]))
     weights = runfolder.weights_file(run)
     runfolder.load_weights(model, weights)

@@ -47,7 +47,7 @@ def test_the_version_is_the_one_the_readme_speaks_of(capsys):
     """The README tells of changes made in bioknow 0.2: this is 0.2."""
     with pytest.raises(SystemExit):
         cli.main(["--version"])
-    assert capsys.readouterr().out.strip() == "bioknow 0.2.0"
+    assert capsys.readouterr().out.strip() == "bioknow 0.2.1"
 
 
 def test_eval_batch_counts_biographies_and_train_batch_windows():

@@ -5,6 +5,7 @@ dataset's format (bioD for bioD), a useful prefix for every variant."""
 import json
 import re
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,3 +245,29 @@ def test_a_run_started_on_another_stream_is_not_resumed(variants, tmp_path, monk
         assert not train.train(str(ds.path), "gpt2-1-1", 3, run, **options)["finished"]
     with pytest.raises(InputError, match="cannot be resumed"):
         train.train(None, None, None, run, device="cpu", resume=True)
+
+
+@pytest.mark.parametrize(
+    "variant, junk, prefix, made, refused",
+    [
+        ("bioD", {"fraction": 0.5}, None, "0.2.0", True),  # its junk was bioS text
+        ("bioD", None, "<|useful|>", "0.2.0", True),
+        ("bioR-style", None, "<|useful|>", "0.1.0", True),
+        ("bioR-style", {"fraction": 0.5}, None, "0.2.0", False),  # bioS junk, as today
+        ("bioS", {"fraction": 0.5}, "<|useful|>", "0.2.0", False),
+        ("bioD", {"fraction": 0.5}, "<|useful|>", "0.2.1", False),
+        ("bioD", None, None, "0.1.0", False),
+    ],
+)
+def test_a_run_of_a_wrongly_rendered_mixture_is_refused(variant, junk, prefix, made, refused):
+    """Runs whose junk or prefix an older bioknow rendered as bioS text for bioD or
+    bioR-style data are refused by eval, probe, export and resume (they share the check)."""
+    from bioknow.consistency import check_mixture
+
+    config = {"variant": variant, "junk": junk, "useful_prefix": prefix,
+              "versions": {"bioknow": made}}  # fmt: skip
+    if refused:
+        with pytest.raises(InputError, match=f"bioknow {made}.*train it again"):
+            check_mixture(Path("run"), config)
+    else:
+        check_mixture(Path("run"), config)
