@@ -14,8 +14,14 @@ import pytest
 
 from bioknow import cli, rehearse, slurm, sweep, validate
 
-PAPER = Path(__file__).resolve().parent.parent / "scripts" / "paper"
-CONFIGS = sorted(PAPER.glob("*.yaml"))
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+CONFIGS = sorted((SCRIPTS / "paper").glob("*.yaml"))
+# the CPU experiments of docs/results.md, rehearsed beside the paper's configs
+CPU = [
+    *sorted((SCRIPTS / "miniatures").glob("*.yaml")),
+    *(SCRIPTS / f"capacity-cpu{s}.yaml" for s in ("", "-exposures", "-3000", "-lr", "-lr3")),
+    SCRIPTS / "capacity-cpu-structure.yaml",
+]
 RESULTS = ("Figure 1(a)", "Figure 1(b)", "Result 2", "Result 3", "Result 8", "Result 9")
 
 
@@ -91,10 +97,11 @@ def rehearsal(path: Path, out: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_every_paper_config_rehearses(tmp_path):
+def test_every_paper_and_cpu_config_rehearses(tmp_path):
     """Configs whose shrunk grids are equal are rehearsed once; two rehearsals at a time."""
+    assert len(CPU) == 9 and all(p.is_file() for p in CPU)
     grids: dict[str, list[Path]] = {}
-    for path in CONFIGS:
+    for path in [*CONFIGS, *CPU]:
         grids.setdefault(json.dumps(rehearse.shrink(sweep.load_config(path))), []).append(path)
     firsts = [paths[0] for paths in grids.values()]
     outs = [tmp_path / p.stem for p in firsts]
