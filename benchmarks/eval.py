@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 from common import arguments, command_line, report
 
-from bioknow import dataset, evaluate
-from bioknow.model import ModelConfig, Transformer
-from bioknow.tokenizer import padded_vocab_size
+from bioknow.data import dataset
+from bioknow.data.tokenizer import padded_vocab_size
+from bioknow.measure import evaluate
+from bioknow.training.model import ModelConfig, Transformer
 
 
 def main() -> None:

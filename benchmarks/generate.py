@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from common import arguments, command_line, report
 
-from bioknow import dataset, fields
-from bioknow.population import Population
-from bioknow.render import render_people
+from bioknow.data import dataset, fields
+from bioknow.data.population import Population
+from bioknow.data.render import render_people
 
 
 def main() -> None:

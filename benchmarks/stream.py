@@ -12,10 +12,10 @@ import time
 import numpy as np
 from common import arguments, command_line, report
 
-from bioknow import fields, tokenizer
-from bioknow.population import Population
-from bioknow.render.tokens import FragmentTable
-from bioknow.stream import JunkSource, MixedStream, TrainStream
+from bioknow.data import fields, tokenizer
+from bioknow.data.population import Population
+from bioknow.data.render.tokens import FragmentTable
+from bioknow.data.stream import JunkSource, MixedStream, TrainStream
 
 
 def main() -> None:

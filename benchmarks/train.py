@@ -14,7 +14,7 @@ tokens/s x flops/token / peak (`ModelConfig.flops_per_token`), the peak by devic
 Variants: `float32`, `bf16` (autocast), each optionally `+compile` (torch.compile) or
 `+cudagraphs` (torch.compile with CUDA graphs, mode "reduce-overhead");
 `--head` also times the last norm, the output layer and the loss alone (their share of a
-step); `--stream` also times each variant fed by the trainer's own feed (`bioknow.feed`:
+step); `--stream` also times each variant fed by the trainer's own feed (`bioknow.training.feed`:
 batches of a bioS(2000) stream made ahead in a background thread) instead of one fixed
 batch, to show the step does not wait for the data. Prints a table, then one JSON
 object as the last line, also written to docs/benchmarks/train.json (or --out).
@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from common import arguments, command_line, report
 
-from bioknow.feed import IGNORE
-from bioknow.model import ModelConfig, Transformer
-from bioknow.plan import PEAK_BF16
-from bioknow.train import optimizer, optimizer_step
+from bioknow.study.plan import PEAK_BF16
+from bioknow.training.feed import IGNORE
+from bioknow.training.model import ModelConfig, Transformer
+from bioknow.training.train import optimizer, optimizer_step
 
 RECIPE = {"lr": 1e-3, "wd": 0.01, "betas": (0.9, 0.98), "eps": 1e-6}
 
@@ -69,7 +69,7 @@ def transformers_step(cfg: ModelConfig, device, bf16: bool, compile: str | None)
     forward with labels (it shifts them itself), AdamW with bioknow's groups."""
     from transformers import AutoModelForCausalLM
 
-    from bioknow.export import hf_config
+    from bioknow.measure.export import hf_config
 
     torch.manual_seed(0)
     hf_cfg = hf_config(cfg, eot=0)
@@ -119,9 +119,9 @@ def fed(step, feed):
 
 def stream_feed(stack: contextlib.ExitStack, vocab: int, batch: int, device):
     """The trainer's feed over a bioS(2000) stream whose ids fit `vocab` embedding rows."""
-    from bioknow import dataset
-    from bioknow.feed import Prefetcher
-    from bioknow.stream import TrainStream
+    from bioknow.data import dataset
+    from bioknow.data.stream import TrainStream
+    from bioknow.training.feed import Prefetcher
 
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "data"
     dataset.generate("bioS", 2000, 0, folder, sample=0, vocab_size=max(320, vocab // 64 * 64))

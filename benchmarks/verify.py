@@ -18,7 +18,8 @@ from pathlib import Path
 
 from common import arguments, command_line, report
 
-from bioknow import dataset, integrity
+from bioknow.base import integrity
+from bioknow.data import dataset
 
 
 def best(fn, repeat: int = 5) -> float:

@@ -20,8 +20,8 @@ prints as JSON.
     fit_sweep(sweep, metric=None, against=None)  scaling-law fits of a sweep
     run_info(run)                              what a run folder holds
 
-`bioknow.train`, `bioknow.evaluate`, ... are the modules behind them. Importing bioknow
-is cheap: each function's module (and torch) is imported on first use.
+`bioknow.training.train`, `bioknow.measure.evaluate`, ... are the modules behind them. Importing
+bioknow is cheap: each function's module (and torch) is imported on first use.
 """
 
 import importlib
@@ -30,28 +30,28 @@ __version__ = "0.2.1"
 
 # name -> (module, function): the Python API, each the function the command line calls
 API = {
-    "generate": ("bioknow.dataset", "generate"),
-    "open_dataset": ("bioknow.dataset", "open_dataset"),
-    "train_run": ("bioknow.train", "train"),
-    "evaluate_run": ("bioknow.evaluate", "evaluate_run"),
-    "evaluate_hf": ("bioknow.evaluate", "evaluate_hf"),
-    "probe_run": ("bioknow.probe", "probe_run"),
-    "export_run": ("bioknow.export", "export_run"),
-    "write_corpus": ("bioknow.corpus", "write_corpus"),
-    "run_sweep": ("bioknow.sweep", "run_sweep"),
-    "plan_sweep": ("bioknow.plan", "plan"),
+    "generate": ("bioknow.data.dataset", "generate"),
+    "open_dataset": ("bioknow.data.dataset", "open_dataset"),
+    "train_run": ("bioknow.training.train", "train"),
+    "evaluate_run": ("bioknow.measure.evaluate", "evaluate_run"),
+    "evaluate_hf": ("bioknow.measure.evaluate", "evaluate_hf"),
+    "probe_run": ("bioknow.measure.probe", "probe_run"),
+    "export_run": ("bioknow.measure.export", "export_run"),
+    "write_corpus": ("bioknow.data.corpus", "write_corpus"),
+    "run_sweep": ("bioknow.study.sweep", "run_sweep"),
+    "plan_sweep": ("bioknow.study.plan", "plan"),
     "rehearse_sweep": ("bioknow.cli", "rehearse_sweep"),
-    "plot_sweep": ("bioknow.plot", "plot"),
-    "plot_memorization": ("bioknow.plot_memorization", "plot"),
-    "fit_sweep": ("bioknow.fit", "fit_all"),
-    "run_info": ("bioknow.runfolder", "info"),
+    "plot_sweep": ("bioknow.study.plot", "plot"),
+    "plot_memorization": ("bioknow.study.plot_memorization", "plot"),
+    "fit_sweep": ("bioknow.study.fit", "fit_all"),
+    "run_info": ("bioknow.training.runfolder", "info"),
 }
 __all__ = ["__version__", "InputError", *API]
 
 
 def __getattr__(name: str):
     if name == "InputError":
-        from bioknow.errors import InputError
+        from bioknow.base.errors import InputError
 
         return InputError
     if name not in API:

@@ -14,8 +14,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from bioknow import __version__, atomic, console, dataset, validate
-from bioknow.errors import InputError
+from bioknow import __version__
+from bioknow.base import atomic, console, validate
+from bioknow.base.errors import InputError
+from bioknow.data import dataset
 
 DEVICE_HELP = "cpu, cuda or cuda:K (default: cuda if available)"
 
@@ -145,7 +147,7 @@ def generate_parser(commands) -> None:
         "--fields",
         metavar="DIR",
         help="fields and templates folder, in bioknow's layout or that of the paper's lists "
-        "(first_name.txt, city.txt, company.txt, ...; default: bioknow/templates, shipped "
+        "(first_name.txt, city.txt, company.txt, ...; default: bioknow/data/templates, shipped "
         "in the package)",
     )
     p.add_argument(
@@ -290,7 +292,7 @@ def cmd_info(args) -> int:
     for note in atomic.recover(Path(args.dir)):
         print(f"bioknow: {note}", file=sys.stderr)
     if (Path(args.dir) / "config.json").is_file():
-        from bioknow.runfolder import info as run_info
+        from bioknow.training.runfolder import info as run_info
 
         info = run_info(Path(args.dir), verify=args.verify)
         return answer(args, info, lambda: run_summary(info))
@@ -334,7 +336,7 @@ def corpus_parser(commands) -> None:
 
 
 def cmd_corpus(args) -> int:
-    from bioknow import corpus
+    from bioknow.data import corpus
 
     header = corpus.write_corpus(
         dataset.open_dataset(args.dir),
@@ -453,7 +455,7 @@ def train_parser(commands) -> None:
 
 
 def cmd_train(args) -> int:
-    from bioknow import train
+    from bioknow.training import train
 
     if args.bare is not None:
         what = "--resume --out" if (Path(args.bare) / "config.json").is_file() else "--data"
@@ -477,7 +479,7 @@ def cmd_train(args) -> int:
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    from bioknow.runfolder import read_config
+    from bioknow.training.runfolder import read_config
 
     config = read_config(Path(args.out))
     status = 128 + state["signal"] if state.get("signal") else 0
@@ -646,7 +648,7 @@ def eval_parser(commands) -> None:
 
 
 def cmd_eval(args) -> int:
-    from bioknow import evaluate
+    from bioknow.measure import evaluate
 
     common = options(args, "people", "seed", "eval_batch", "device")
     if args.hf_model:
@@ -738,7 +740,7 @@ def probe_parser(commands) -> None:
 
 
 def cmd_probe(args) -> int:
-    from bioknow import probe
+    from bioknow.measure import probe
 
     names = ("people", "seed", "epochs", "batch", "rank", "embedding_rank", "device")
     report = probe.probe_run(args.run, progress=True, **options(args, *names))
@@ -765,7 +767,7 @@ def export_parser(commands) -> None:
 
 
 def cmd_export(args) -> int:
-    from bioknow import export
+    from bioknow.measure import export
 
     summary = export.export_run(args.run, args.out, overwrite=args.overwrite)
     written = f"{summary['class']} with P = {summary['params']['P']:,} written to {args.out}"
@@ -859,7 +861,7 @@ def plan_parser(commands) -> None:
 
 
 def cmd_plan(args) -> int:
-    from bioknow import plan
+    from bioknow.study import plan
 
     result = plan.plan(args.config, args.device, args.gpus)
     return answer(args, result, lambda: plan.table(result))
@@ -892,7 +894,7 @@ def slurm_options(cluster) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from bioknow import slurm, sweep
+    from bioknow.study import slurm, sweep
 
     if args.status:
         states = slurm.status(args.config)
@@ -908,7 +910,7 @@ def cmd_sweep(args) -> int:
         option = next(iter(given), "no_wait").replace("_", "-")
         raise InputError(f"--{option} is an option of --launcher slurm")
     if args.rehearse:
-        from bioknow import rehearse
+        from bioknow.study import rehearse
 
         if launcher is not None or args.device == "cuda":
             raise InputError("--rehearse runs on this machine's CPU (no --launcher, no cuda)")
@@ -930,7 +932,7 @@ def cmd_sweep(args) -> int:
 
 def print_plan(config: dict, data: Path, args, launcher) -> None:
     """The sweep's plan in short, on stderr, as it starts (or why there is none)."""
-    from bioknow import plan
+    from bioknow.study import plan
 
     try:
         device, count, note = plan.here(args.device, int(args.cpu_slots), launcher)
@@ -958,7 +960,7 @@ def sweep_summary(rows: list[dict], out: str, waiting: bool = False) -> str:
 
 def status_summary(folder, states: list[dict]) -> str:
     """A sweep's points: state, Slurm job, share trained and error."""
-    from bioknow.slurm import STATES
+    from bioknow.study.slurm import STATES
 
     counts = {k: sum(s["state"] == k for s in states) for k in STATES}
     summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
@@ -1009,7 +1011,7 @@ def plot_parser(commands) -> None:
 
 
 def cmd_plot(args) -> int:
-    from bioknow import plot, plot_memorization
+    from bioknow.study import plot, plot_memorization
 
     try:
         if args.kind == "memorization":
@@ -1044,7 +1046,7 @@ def fit_parser(commands) -> None:
 
 
 def cmd_fit(args) -> int:
-    from bioknow import fit
+    from bioknow.study import fit
 
     result = fit.fit_all(args.dir, metric=args.metric, against=args.against)
     return answer(args, result, lambda: (Path(args.dir) / "report.md").read_text().rstrip("\n"))
@@ -1085,7 +1087,7 @@ def _terminate(signum, frame):
 
 
 def main(argv=None) -> int:
-    from bioknow.process import die_with_parent
+    from bioknow.base.process import die_with_parent
 
     die_with_parent()
     if threading.current_thread() is threading.main_thread():
@@ -1124,8 +1126,8 @@ class InProcess:
 
 
 def rehearse_sweep(config, out) -> list[dict]:
-    """A sweep config's grid shrunk and run end to end on the CPU (`bioknow.rehearse`),
+    """A sweep config's grid shrunk and run end to end on the CPU (`bioknow.study.rehearse`),
     its commands run in this process; the result rows."""
-    from bioknow import rehearse
+    from bioknow.study import rehearse
 
     return rehearse.rehearse(config, out, InProcess())

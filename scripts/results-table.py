@@ -13,8 +13,8 @@ import csv
 import sys
 from pathlib import Path
 
-from bioknow import runfolder
-from bioknow.errors import InputError
+from bioknow.base.errors import InputError
+from bioknow.training import runfolder
 
 COLUMNS = [
     "variant", "n", "data_seed", "k", "c", "d", "l", "t", "vocab_size", "exposures", "model",

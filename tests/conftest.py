@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bioknow import fields
+from bioknow.data import fields
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +102,7 @@ def tiny(tmp_path_factory):
 
 def copy_tiny(tiny: Path, dest: Path) -> Path:
     """A copy of the tiny dataset and run, the run's config pointing at the copied data."""
-    from bioknow import integrity
+    from bioknow.base import integrity
 
     shutil.copytree(tiny, dest)
     config = integrity.read_run_json(dest / "run", "config.json")

@@ -16,7 +16,7 @@ def test_importing_bioknow_is_cheap():
     code = (
         "import sys, bioknow\n"
         "names = dir(bioknow)\n"
-        "heavy = ('torch', 'transformers', 'pyarrow', 'matplotlib', 'bioknow.train')\n"
+        "heavy = ('torch', 'transformers', 'pyarrow', 'matplotlib', 'bioknow.training.train')\n"
         "print(sorted(m for m in heavy if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -24,19 +24,11 @@ def test_importing_bioknow_is_cheap():
 
 
 def test_the_api_is_what_the_command_calls():
-    from bioknow import (
-        cli,
-        corpus,
-        dataset,
-        evaluate,
-        export,
-        fit,
-        plan,
-        plot,
-        runfolder,
-        sweep,
-        train,
-    )
+    from bioknow import cli
+    from bioknow.data import corpus, dataset
+    from bioknow.measure import evaluate, export
+    from bioknow.study import fit, plan, plot, sweep
+    from bioknow.training import runfolder, train
 
     assert bioknow.generate is dataset.generate and bioknow.open_dataset is dataset.open_dataset
     assert bioknow.train_run is train.train

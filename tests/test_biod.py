@@ -9,14 +9,14 @@ import pytest
 import torch
 from tokenizers import pre_tokenizers
 
-from bioknow import capacity
-from bioknow.errors import InputError
-from bioknow.population import Population
-from bioknow.render import biod
-from bioknow.render.biod import CHUNK, CHUNK_FIRST, BioDParams, BioDTable
-from bioknow.render.tokens import LABEL
-from bioknow.stream import TrainStream, eval_batches
-from bioknow.tokenizer import encode, padded_vocab_size, train
+from bioknow.base import capacity
+from bioknow.base.errors import InputError
+from bioknow.data.population import Population
+from bioknow.data.render import biod
+from bioknow.data.render.biod import CHUNK, CHUNK_FIRST, BioDParams, BioDTable
+from bioknow.data.render.tokens import LABEL
+from bioknow.data.stream import TrainStream, eval_batches
+from bioknow.data.tokenizer import encode, padded_vocab_size, train
 
 N = 300
 SMALL = BioDParams(k=3, c=2, d=20, l=2, t=50)
@@ -380,7 +380,8 @@ def test_a_biod_folder_describes_biod(tiny, capsys):
     speak of K, C, D, L, T, its three terms and each person's value chunks."""
     import pyarrow.parquet as pq
 
-    from bioknow import cli, dataset
+    from bioknow import cli
+    from bioknow.data import dataset
 
     data = tiny / "data"
     m = dataset.read_manifest(data)
@@ -412,7 +413,8 @@ def test_the_eval_table_counts_biod_values_and_gives_the_loss_unit(tiny, tmp_pat
     bits_value), never "(not counted)"; the loss column says it is in nats."""
     from conftest import copy_tiny
 
-    from bioknow import cli, integrity
+    from bioknow import cli
+    from bioknow.base import integrity
 
     run = copy_tiny(tiny, tmp_path / "t") / "run"
     assert cli.main(["eval", str(run), "--device", "cpu"]) == 0

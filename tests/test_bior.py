@@ -5,11 +5,11 @@ import shutil
 import numpy as np
 import pytest
 
-from bioknow import tokenizer as tokenizers
-from bioknow.errors import InputError
-from bioknow.fields import OBJECT, POSSESSIVE, SENTENCES, SUBJECT
-from bioknow.population import Population
-from bioknow.render import bior
+from bioknow.base.errors import InputError
+from bioknow.data import tokenizer as tokenizers
+from bioknow.data.fields import OBJECT, POSSESSIVE, SENTENCES, SUBJECT
+from bioknow.data.population import Population
+from bioknow.data.render import bior
 
 PEOPLE = 300
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from bioknow import capacity
+from bioknow.base import capacity
 
 N0 = 400 * 400 * 1000
 LOG2_S0 = math.log2(2 * 12 * 28 * 200 * 200 * 300 * 100 * 263)

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from bioknow import dataset, train
-from bioknow.evaluate import evaluate_run
+from bioknow.data import dataset
+from bioknow.measure.evaluate import evaluate_run
+from bioknow.training import train
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from bioknow import cli, corpus, dataset
-from bioknow.errors import InputError
-from bioknow.stream import TrainStream
+from bioknow import cli
+from bioknow.base.errors import InputError
+from bioknow.data import corpus, dataset
+from bioknow.data.stream import TrainStream
 
 
 @pytest.fixture(scope="module")

@@ -149,7 +149,7 @@ def bios_data(tmp_path_factory):
 
 
 def reseal(folder, change) -> None:
-    from bioknow import integrity
+    from bioknow.base import integrity
 
     manifest = json.loads((folder / "manifest.json").read_text())
     change(manifest)
@@ -186,7 +186,7 @@ def test_a_resealed_manifest_that_disagrees_with_its_files_is_refused(
 
 
 def forge_json(run, rel, change) -> None:
-    from bioknow import integrity
+    from bioknow.base import integrity
 
     obj = integrity.read_run_json(run, rel)
     change(obj)

@@ -11,8 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bioknow import dataset, export, train
-from bioknow.evaluate import evaluate_run
+from bioknow.data import dataset
+from bioknow.measure import export
+from bioknow.measure.evaluate import evaluate_run
+from bioknow.training import train
 
 pytestmark = [
     pytest.mark.cuda,

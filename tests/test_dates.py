@@ -2,9 +2,9 @@
 
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from bioknow import fields as fields_module
-from bioknow import tokenizer as tokenizers
-from bioknow.render import dates
+from bioknow.data import fields as fields_module
+from bioknow.data import tokenizer as tokenizers
+from bioknow.data.render import dates
 
 
 def every_date() -> list[str]:

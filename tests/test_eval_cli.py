@@ -4,9 +4,11 @@ import json
 
 import pytest
 
-from bioknow import cli, dataset, train
-from bioknow.runfolder import info as run_info
-from bioknow.runfolder import report_name
+from bioknow import cli
+from bioknow.data import dataset
+from bioknow.training import train
+from bioknow.training.runfolder import info as run_info
+from bioknow.training.runfolder import report_name
 
 FIELDS = (
     "N",

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from bioknow import dataset, evaluate
-from bioknow.fields import KNOWLEDGE
-from bioknow.render.tokens import LABEL
-from bioknow.stream import EVAL_EXPOSURE
+from bioknow.data import dataset
+from bioknow.data.fields import KNOWLEDGE
+from bioknow.data.render.tokens import LABEL
+from bioknow.data.stream import EVAL_EXPOSURE
+from bioknow.measure import evaluate
 
 N = 300
 PARAMS = {"P": 50_000, "total": 60_000, "non_embedding": 40_000}

@@ -9,11 +9,14 @@ import pytest
 import torch
 from conftest import run_cli
 
-from bioknow import atomic, dataset, evaluate, export, integrity, train
-from bioknow.errors import InputError
-from bioknow.model import ModelConfig, Transformer
-from bioknow.render.bios import render_people
-from bioknow.tokenizer import eot_id
+from bioknow.base import atomic, integrity
+from bioknow.base.errors import InputError
+from bioknow.data import dataset
+from bioknow.data.render.bios import render_people
+from bioknow.data.tokenizer import eot_id
+from bioknow.measure import evaluate, export
+from bioknow.training import train
+from bioknow.training.model import ModelConfig, Transformer
 
 CLASSES = {"gpt2-1-2": "GPTNeoXForCausalLM", "llama-1-2": "LlamaForCausalLM"}
 CLASSES["mistral-1-4"] = "MistralForCausalLM"

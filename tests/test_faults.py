@@ -15,8 +15,10 @@ import yaml
 from conftest import TINY_DATA, TINY_TRAIN, copy_tiny, run_cli, tree_bytes
 from safetensors.torch import load_file, save_file
 
-from bioknow import atomic, dataset, integrity, process, runfolder, train
-from bioknow.errors import InputError
+from bioknow.base import atomic, integrity, process
+from bioknow.base.errors import InputError
+from bioknow.data import dataset
+from bioknow.training import runfolder, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -110,7 +112,7 @@ def test_builds_of_dead_processes_are_removed(two_datasets, tmp_path):
     assert make(2, tmp_path / "d")
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".d.partial-{live}", "d"]
 
-    from bioknow import corpus
+    from bioknow.data import corpus
 
     ds = dataset.open_dataset(two_datasets / "s1")
     corpus.write_corpus(ds, 2, tmp_path / "whole", shard_windows=1)
@@ -319,7 +321,7 @@ def test_a_sweeps_children_die_with_it(tmp_path, ranks):
 
 def test_die_with_parent_needs_the_parent():
     """A child started after its parent died exits at once."""
-    code = "from bioknow import process; process.die_with_parent(); print('alive')"
+    code = "from bioknow.base import process; process.die_with_parent(); print('alive')"
     env = {**os.environ, process.PARENT_ENV: str(dead_pid())}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 128 + signal.SIGTERM and "alive" not in done.stdout

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from bioknow import dataset
-from bioknow.feed import IGNORE, Prefetcher, prepare, targets_of
-from bioknow.stream import TrainStream
+from bioknow.data import dataset
+from bioknow.data.stream import TrainStream
+from bioknow.training.feed import IGNORE, Prefetcher, prepare, targets_of
 
 
 @pytest.fixture(scope="module")

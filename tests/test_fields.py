@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from bioknow import fields
-from bioknow.errors import InputError
+from bioknow.base.errors import InputError
+from bioknow.data import fields
 
 
 def test_default_sizes_and_s0(default_fields):

@@ -7,8 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bioknow import cli, fit
-from bioknow.errors import InputError
+from bioknow import cli
+from bioknow.base.errors import InputError
+from bioknow.study import fit
 
 THIN_GRID = ((0, 10, 20), (0, 0.5, 1), (0, 10, 20), (0, 0.5, 1), (-1, 0, 1))  # 243 starts
 

@@ -16,11 +16,13 @@ import pytest
 import torch
 from conftest import run_cli
 
-from bioknow import capacity, dataset, evaluate, fields, tokenizer
-from bioknow.errors import InputError
-from bioknow.population import Population
-from bioknow.render import render_people
-from bioknow.render.tokens import LABELS, FragmentTable
+from bioknow.base import capacity
+from bioknow.base.errors import InputError
+from bioknow.data import dataset, fields, tokenizer
+from bioknow.data.population import Population
+from bioknow.data.render import render_people
+from bioknow.data.render.tokens import LABELS, FragmentTable
+from bioknow.measure import evaluate
 
 DATA = Path(__file__).parent / "data" / "capo-fields"
 SIZES = {

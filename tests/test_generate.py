@@ -8,7 +8,8 @@ import time
 import pytest
 from conftest import tree_bytes
 
-from bioknow import cli, dataset
+from bioknow import cli
+from bioknow.data import dataset
 
 
 def generate(*args):
@@ -189,7 +190,7 @@ def test_killed_generate_never_looks_complete(tmp_path):
 
 
 def test_named_tokenizer_and_token_stats(tmp_path, default_fields, capsys):
-    from bioknow import tokenizer
+    from bioknow.data import tokenizer
 
     small = tokenizer.train(default_fields, vocab_size=1000)
     small.save(str(tmp_path / "small.json"))

@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from bioknow import dataset, evaluate, train
-from bioknow.errors import InputError
-from bioknow.render.tokens import LABEL, FragmentTable, Prefixed
-from bioknow.stream import EVAL_EXPOSURE, JunkSource, MixedStream, TrainStream
-from bioknow.tokenizer import with_special
+from bioknow.base.errors import InputError
+from bioknow.data import dataset
+from bioknow.data.render.tokens import LABEL, FragmentTable, Prefixed
+from bioknow.data.stream import EVAL_EXPOSURE, JunkSource, MixedStream, TrainStream
+from bioknow.data.tokenizer import with_special
+from bioknow.measure import evaluate
+from bioknow.training import train
 
 BIOD = {"k": 2, "c": 3, "d": 10, "l": 1, "t": 20}
 PREFIX = "<|useful|>"
@@ -107,7 +109,7 @@ def test_training_with_junk_and_a_prefix(ds, tmp_path):
     assert all(units.unit(i)[0][:2].tolist() == [table.eot, prefix] for i in range(5))
     assert config["model"]["vocab_size"] % 64 == 0
     assert config["model"]["vocab_size"] >= table.tokenizer.get_vocab_size()
-    from bioknow import evaluate
+    from bioknow.measure import evaluate
 
     report = evaluate.evaluate_run(tmp_path / "r", device="cpu")
     assert np.isfinite(report["bits"])
@@ -262,7 +264,7 @@ def test_a_run_started_on_another_stream_is_not_resumed(variants, tmp_path, monk
 def test_a_run_of_a_wrongly_rendered_mixture_is_refused(variant, junk, prefix, made, refused):
     """Runs whose junk or prefix an older bioknow rendered as bioS text for bioD or
     bioR-style data are refused by eval, probe, export and resume (they share the check)."""
-    from bioknow.consistency import check_mixture
+    from bioknow.base.consistency import check_mixture
 
     config = {"variant": variant, "junk": junk, "useful_prefix": prefix,
               "versions": {"bioknow": made}}  # fmt: skip

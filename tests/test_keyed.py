@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bioknow import keyed
+from bioknow.data import keyed
 
 
 @pytest.mark.parametrize("domain", [1, 2, 7, 1000, 1024, 12345])

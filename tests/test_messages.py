@@ -8,9 +8,9 @@ import warnings
 import pytest
 from conftest import run_cli
 
-from bioknow import train
-from bioknow.errors import BioknowWarning, InputError
-from bioknow.model import ModelConfig
+from bioknow.base.errors import BioknowWarning, InputError
+from bioknow.training import train
+from bioknow.training.model import ModelConfig
 
 SMALL = ["--model", "gpt2-1-1", "--exposures", "1", "--batch", "1", "--device", "cpu"]
 
@@ -96,7 +96,9 @@ def test_the_api_prints_nothing_and_reports_through_logging_and_warnings(
             progress=False,
         )
     assert capfd.readouterr() == ("", "")
-    recipe = [r for r in caplog.records if r.name == "bioknow.train" and "recipe:" in r.message]
+    recipe = [
+        r for r in caplog.records if r.name == "bioknow.training.train" and "recipe:" in r.message
+    ]
     assert len(recipe) == 1 and recipe[0].levelno == logging.INFO
     assert recipe[0].message.startswith("gpt2-1-1: ") and " steps of batch 1," in recipe[0].message
     ours = [w for w in caught if issubclass(w.category, BioknowWarning)]

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bioknow.errors import InputError
-from bioknow.export import to_hf
-from bioknow.model import (
+from bioknow.base.errors import InputError
+from bioknow.measure.export import to_hf
+from bioknow.training.model import (
     MOE_FIELDS,
     NAME_FORMS,
     ModelConfig,

@@ -1,5 +1,5 @@
 """--out and --overwrite, every command that writes a folder against every kind of folder
-already there (`bioknow.ownership`): a folder of the command's own kind that bioknow made
+already there (`bioknow.base.ownership`): a folder of the command's own kind that bioknow made
 is replaced; anything else (another kind, a folder holding a file bioknow did not write,
 a foreign model folder, a symbolic link, the command's own input, a folder inside it or
 one containing it) is refused with exit status 2 and one line, and left byte-identical.
@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import copy_tiny, run_cli, tree_bytes
 
-from bioknow import integrity, ownership
+from bioknow.base import integrity, ownership
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bioknow import cli, plan, sweep
+from bioknow import cli
+from bioknow.study import plan, sweep
 
 # Every figure is exact; the CPU estimate of a tiny sweep (commands' start-up, table
 # building and imports dominate it) must be within this factor of its measured time: the

@@ -5,8 +5,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bioknow import cli, plot
-from bioknow.errors import InputError
+from bioknow import cli
+from bioknow.base.errors import InputError
+from bioknow.study import plot
 
 NS = (10_000, 20_000, 50_000)
 GPT2 = {"gpt2-1-1": 100_000, "gpt2-2-2": 300_000, "gpt2-4-4": 1_000_000, "gpt2-8-8": 3_000_000}

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from bioknow.errors import InputError
-from bioknow.fields import KNOWLEDGE
-from bioknow.population import Population, person_codes
+from bioknow.base.errors import InputError
+from bioknow.data.fields import KNOWLEDGE
+from bioknow.data.population import Population, person_codes
 
 
 def test_pure_function_of_seed(default_fields):

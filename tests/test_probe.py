@@ -9,12 +9,16 @@ import torch
 from conftest import TINY_DATA, copy_tiny, run_cli
 
 import bioknow
-from bioknow import integrity, probe, qa, sweep, tokenizer, train
-from bioknow.fields import POSSESSIVE
-from bioknow.population import Population
-from bioknow.render import biod
-from bioknow.render.tokens import LABELS
-from bioknow.stream import EVAL_EXPOSURE, sample_people
+from bioknow.base import integrity
+from bioknow.data import tokenizer
+from bioknow.data.fields import POSSESSIVE
+from bioknow.data.population import Population
+from bioknow.data.render import biod
+from bioknow.data.render.tokens import LABELS
+from bioknow.data.stream import EVAL_EXPOSURE, sample_people
+from bioknow.measure import probe, qa
+from bioknow.study import sweep
+from bioknow.training import train
 
 N = 300
 

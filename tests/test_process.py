@@ -5,7 +5,7 @@ import sys
 import threading
 import time
 
-from bioknow import process
+from bioknow.base import process
 
 WARNED = "import os, signal; os.kill(os.getpid(), signal.SIGUSR2); print('still here')"
 

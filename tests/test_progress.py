@@ -4,8 +4,8 @@ import json
 import subprocess
 import sys
 
-from bioknow import dataset
-from bioknow.progress import Progress, minutes
+from bioknow.base.progress import Progress, minutes
+from bioknow.data import dataset
 
 
 def test_lines_say_how_far_and_how_long(monkeypatch, capsys):
@@ -94,7 +94,7 @@ def test_a_long_cpu_run_says_how_long_up_front(tiny, tmp_path, monkeypatch, caps
     """Once a short measured rate says the run will be long, train says about how long
     and how to make a first try quicker; a short run says nothing of it."""
     import bioknow
-    from bioknow import progress
+    from bioknow.base import progress
 
     args = dict(batch=1, device="cpu", log_every=100, progress=True)
     monkeypatch.setattr(progress, "MEASURED_SECONDS", 0.0)

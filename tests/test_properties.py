@@ -112,7 +112,7 @@ def check(origin: Path, line: list) -> int:
 
 def copy_tiny_config(sandbox: Path) -> None:
     """Point the copied run at the copied dataset (as `copy_tiny` does)."""
-    from bioknow import integrity
+    from bioknow.base import integrity
 
     config = integrity.read_run_json(sandbox / "run", "config.json")
     config["data"] = str((sandbox / "data").resolve())

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from bioknow import quantize
-from bioknow.errors import InputError
-from bioknow.model import ModelConfig, Transformer
+from bioknow.base.errors import InputError
+from bioknow.measure import quantize
+from bioknow.training.model import ModelConfig, Transformer
 
 VOCAB = 256
 # Weight tensors quantized: the embedding, the blocks' linear and expert layers, an untied lm_head.

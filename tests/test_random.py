@@ -13,8 +13,10 @@ import torch
 import yaml
 from conftest import tree_bytes
 
-from bioknow import cli, dataset, plateau
-from bioknow.stream import TrainStream, sample_people
+from bioknow import cli
+from bioknow.data import dataset
+from bioknow.data.stream import TrainStream, sample_people
+from bioknow.study import plateau
 
 S, V = 15, 16  # 60 bits a sequence
 

@@ -1,6 +1,6 @@
 import pytest
 
-from bioknow import recipe
+from bioknow.training import recipe
 
 
 @pytest.mark.parametrize(

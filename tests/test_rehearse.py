@@ -12,7 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from bioknow import cli, rehearse, slurm, sweep, validate
+from bioknow import cli
+from bioknow.base import validate
+from bioknow.study import rehearse, slurm, sweep
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 CONFIGS = sorted((SCRIPTS / "paper").glob("*.yaml"))

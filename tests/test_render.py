@@ -3,9 +3,9 @@ import re
 import numpy as np
 import pytest
 
-from bioknow.fields import GENDERS, OBJECT, POSSESSIVE, SENTENCES, SUBJECT
-from bioknow.population import Population
-from bioknow.render import render_people
+from bioknow.data.fields import GENDERS, OBJECT, POSSESSIVE, SENTENCES, SUBJECT
+from bioknow.data.population import Population
+from bioknow.data.render import render_people
 
 
 @pytest.fixture(scope="module")

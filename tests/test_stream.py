@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from bioknow import dataset
-from bioknow.render.tokens import LABELS
-from bioknow.stream import EVAL_EXPOSURE, Position, TrainStream, eval_batches, sample_people
+from bioknow.data import dataset
+from bioknow.data.render.tokens import LABELS
+from bioknow.data.stream import EVAL_EXPOSURE, Position, TrainStream, eval_batches, sample_people
 
 NAME = LABELS.index("name")
 

@@ -10,9 +10,12 @@ import pytest
 import yaml
 from conftest import run_cli
 
-from bioknow import cli, integrity, slurm, sweep, train
-from bioknow import grid as grid_size
-from bioknow.errors import InputError
+from bioknow import cli
+from bioknow.base import integrity
+from bioknow.base.errors import InputError
+from bioknow.study import grid as grid_size
+from bioknow.study import slurm, sweep
+from bioknow.training import train
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "scripts" / "sweep-cpu.yaml"
 # the documented CPU example, shortened: one small population, two models, 2 exposures
@@ -96,7 +99,8 @@ def test_an_interrupted_point_resumes(tmp_path):
     point = sweep.points(sweep.load_config(config))[0]
     out = tmp_path / "s"
     (out / "data").mkdir(parents=True)
-    from bioknow import dataset, ownership
+    from bioknow.base import ownership
+    from bioknow.data import dataset
 
     ownership.write_marker(out, "sweep")  # as the interrupted sweep left its folder
 
@@ -122,7 +126,10 @@ def test_a_report_of_earlier_weights_is_evaluated_again(tmp_path):
     point = sweep.points(sweep.load_config(config))[0]
     out = tmp_path / "s"
     (out / "data").mkdir(parents=True)
-    from bioknow import dataset, evaluate, ownership, runfolder
+    from bioknow.base import ownership
+    from bioknow.data import dataset
+    from bioknow.measure import evaluate
+    from bioknow.training import runfolder
 
     ownership.write_marker(out, "sweep")  # a sweep that stopped after its first point
 
@@ -197,11 +204,11 @@ def test_another_config_in_the_same_folder_is_refused(done, tmp_path):
 
 
 def test_plot_kinds_match_the_cli():
-    from bioknow import plot
+    from bioknow.study import plot
 
     kinds = cli.build_parser()._subparsers._group_actions[0].choices["plot"]
     choices = next(a.choices for a in kinds._actions if a.dest == "kind")
-    assert tuple(choices) == (*plot.KINDS, "memorization")  # bioknow.plot_memorization
+    assert tuple(choices) == (*plot.KINDS, "memorization")  # bioknow.study.plot_memorization
 
 
 CAPACITY = Path(__file__).resolve().parent.parent / "scripts" / "capacity-cpu.yaml"
@@ -256,7 +263,12 @@ def test_a_point_of_several_ranks_trains_under_torchrun(tmp_path):
     config = write(tmp_path, {**GRID, "models": ["gpt2-1-1"], "gpus_per_point": 2})
     point = sweep.points(sweep.load_config(config))[0]
     train_cmd, eval_cmd = sweep.commands(point, tmp_path / "s", sweep.load_config(config))
-    assert train_cmd[1:5] == ["-m", "bioknow.torchrun", "--standalone", "--nproc_per_node=2"]
+    assert train_cmd[1:5] == [
+        "-m",
+        "bioknow.training.torchrun",
+        "--standalone",
+        "--nproc_per_node=2",
+    ]
     assert eval_cmd[1:4] == ["-m", "bioknow", "eval"]
     rows = sweep.run_sweep(config, tmp_path / "s", device="cpu")
     assert rows[0]["status"] == "done", rows[0]["error"]

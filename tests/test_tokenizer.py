@@ -4,11 +4,11 @@ import sys
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from bioknow import tokenizer
-from bioknow.errors import InputError
+from bioknow.base.errors import InputError
+from bioknow.data import tokenizer
 
 TRAIN_AND_PRINT = (
-    "import hashlib; from bioknow import fields, tokenizer; "
+    "import hashlib; from bioknow.data import fields, tokenizer; "
     "print(hashlib.sha256(tokenizer.train(fields.load()).to_str().encode()).hexdigest())"
 )
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from bioknow import tokenizer
-from bioknow.population import Population
-from bioknow.render import render_people
-from bioknow.render.tokens import LABELS, FragmentTable
+from bioknow.data import tokenizer
+from bioknow.data.population import Population
+from bioknow.data.render import render_people
+from bioknow.data.render.tokens import LABELS, FragmentTable
 
 N = 10_000
 

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
-from bioknow import dataset, evaluate, runfolder, sweep, train
-from bioknow.errors import InputError
+from bioknow.base.errors import InputError
+from bioknow.data import dataset
+from bioknow.measure import evaluate
+from bioknow.study import sweep
+from bioknow.training import runfolder, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,10 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bioknow import cli, dataset, feed, train
-from bioknow.errors import InputError
-from bioknow.render.tokens import LABELS
-from bioknow.stream import eval_batches
+from bioknow import cli
+from bioknow.base.errors import InputError
+from bioknow.data import dataset
+from bioknow.data.render.tokens import LABELS
+from bioknow.data.stream import eval_batches
+from bioknow.training import feed, train
 
 VALUES = [LABELS.index(a) for a in ("birth_date", "birth_city", "university", "major", "employer")]
 
@@ -236,7 +238,7 @@ def test_bf16_keeps_the_bits(data, tmp_path):
     float32: on a run that stores most of it, bits within 4% of the maximum (they differ
     by about 2% here; different seeds of this run spread over about 6%) and a final loss
     within 15%. And it is really bf16: the weights differ from float32's."""
-    from bioknow.evaluate import evaluate_run
+    from bioknow.measure.evaluate import evaluate_run
 
     reports, finals = {}, {}
     for precision in ("float32", "bf16"):
@@ -310,6 +312,6 @@ def test_a_failure_of_rank_0_alone_stops_every_rank(data, tmp_path):
 
 
 def runfolder_step(out) -> int:
-    from bioknow import runfolder
+    from bioknow.training import runfolder
 
     return runfolder.read_state(out)["step"]

@@ -7,8 +7,8 @@ import pytest
 import yaml
 from conftest import run_cli, tree_bytes
 
-from bioknow import validate
-from bioknow.errors import InputError
+from bioknow.base import validate
+from bioknow.base.errors import InputError
 
 
 @pytest.mark.parametrize(
@@ -231,7 +231,7 @@ def test_a_refused_config_leaves_the_folder_free_for_the_right_one(tmp_path):
     config = tmp_path / "grid.yaml"
     config.write_text(yaml.safe_dump({**SWEEP, "quantize": ["int3"]}))
     refused(tmp_path, "sweep", config, "--out", tmp_path / "s")
-    from bioknow import sweep
+    from bioknow.study import sweep
 
     config.write_text(yaml.safe_dump(SWEEP))
     assert len(sweep.points(sweep.load_config(config))) == 1

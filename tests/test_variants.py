@@ -5,9 +5,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import tree_bytes
 
-from bioknow import cli, dataset
-from bioknow.render import bior
-from bioknow.render.tokens import LABEL
+from bioknow import cli
+from bioknow.data import dataset
+from bioknow.data.render import bior
+from bioknow.data.render.tokens import LABEL
 
 BIOD = ["--k", "3", "--c", "2", "--d", "20", "--l", "2", "--t", "50"]
 

@@ -1,0 +1,1 @@
+"""The shared ground beneath every stage: errors, atomic writes, checks, validation, processes."""

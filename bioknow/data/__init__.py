@@ -1,0 +1,1 @@
+"""Stage 1, the data: fields, population, biographies and tokens, dataset folders, streams."""

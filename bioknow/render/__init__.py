@@ -1,5 +1,0 @@
-"""Renderers: a person (and a rendering choice) -> biography text with exact spans."""
-
-from bioknow.render.bios import Rendering, Span, render_people
-
-__all__ = ["Rendering", "Span", "render_people"]

@@ -1,0 +1,1 @@
+"""Stage 4, studies: grids of runs, their cost, their figures and fitted laws."""

@@ -1,0 +1,1 @@
+"""Stage 2, training: a model and a recipe trained for exact exposures into a run folder."""
