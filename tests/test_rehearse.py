@@ -101,7 +101,7 @@ def rehearsal(path: Path, out: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_every_paper_and_cpu_config_rehearses(tmp_path):
     """Configs whose shrunk grids are equal are rehearsed once; two rehearsals at a time."""
-    assert len(CPU) == 9 and all(p.is_file() for p in CPU)
+    assert len(CPU) == 10 and all(p.is_file() for p in CPU)
     grids: dict[str, list[Path]] = {}
     for path in [*CONFIGS, *CPU]:
         grids.setdefault(json.dumps(rehearse.shrink(sweep.load_config(path))), []).append(path)
