@@ -105,19 +105,24 @@ def quantization(ax, rows: list[dict]) -> None:
 
 
 def junk(ax, rows: list[dict]) -> None:
-    """R of gpt2-1-1 at 300 exposures: no junk, half junk, half junk with the prefix."""
-    chosen = [r for r in trained(rows) if r["model"] == "gpt2-1-1" and r["exposures"] == "300"]
-    chosen.sort(key=lambda r: (float(r["junk_fraction"]), r["useful_prefix"]))
-    names = [
-        "no junk" if not float(r["junk_fraction"]) else
-        f"junk {float(r['junk_fraction']):g}" + (" + prefix" if r["useful_prefix"] else "")
-        for r in chosen
+    """R of gpt2-1-1: no junk at 300 exposures and at 600 (the steps of the half-junk
+    runs), half junk at 300, half junk with the prefix at 300."""
+    chosen = [
+        r for r in trained(rows)
+        if r["model"] == "gpt2-1-1" and r["exposures"] in ("300", "600")
     ]  # fmt: skip
+    chosen.sort(key=lambda r: (float(r["junk_fraction"]), r["useful_prefix"], r["exposures"]))
+    names = [
+        (f"junk {float(r['junk_fraction']):g}" if float(r["junk_fraction"]) else "no junk")
+        + ("\n+ prefix" if r["useful_prefix"] else "")
+        + f"\n{r['exposures']} exp.\n{int(r['steps']) // 1000}K steps"
+        for r in chosen
+    ]
     bars = ax.bar(names, [float(r["R"]) for r in chosen], color="C2")
     ax.bar_label(bars, [f"{float(r['R']):.3f}" for r in chosen], fontsize=7)
-    ax.set_title("Junk data (Results 10, 12)\ngpt2-1-1, 300 exposures", fontsize=9)
+    ax.set_title("Junk data (Results 10, 12)\ngpt2-1-1, batch 1", fontsize=9)
     ax.set_ylabel("R = bits / P")
-    ax.tick_params(axis="x", labelsize=8)
+    ax.tick_params(axis="x", labelsize=7)
 
 
 def figure(path: str, out: str) -> None:
@@ -127,7 +132,7 @@ def figure(path: str, out: str) -> None:
     import matplotlib.pyplot as plt
 
     data = read(path)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5), width_ratios=[1, 1.9, 0.8])
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5), width_ratios=[1, 1.9, 1.1])
     architectures(axes[0], data)
     quantization(axes[1], data)
     junk(axes[2], data)
