@@ -39,7 +39,8 @@ def main() -> None:
 
     stream = TrainStream(table, args.exposures, args.batch, 0, online=True)
     if args.junk_fraction:
-        junk = JunkSource(f, table.tokenizer, 1, int(args.junk_n))
+        people = Population.virtual(f, 1, int(args.junk_n))
+        junk = JunkSource(FragmentTable(people, table.tokenizer))
         stream = MixedStream(stream, junk, args.junk_fraction)
     start = time.perf_counter()
     total = stream.total_tokens  # exact token count of the run, needed for the step count

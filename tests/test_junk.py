@@ -32,7 +32,7 @@ def ds(tmp_path_factory):
 
 def mixture(ds, fraction, n2=10**8, batch=8):
     useful = TrainStream(ds.table, 6, batch, 0, ds.online)
-    return useful, MixedStream(useful, JunkSource(ds.fields, ds.tokenizer, 99, n2), fraction)
+    return useful, MixedStream(useful, JunkSource(ds.junk_table(ds.tokenizer, 99, n2)), fraction)
 
 
 @pytest.mark.parametrize("fraction", [0.875, 0.5, 0.3])
@@ -65,7 +65,7 @@ def test_resume_in_a_mixture(ds):
 
 def test_junk_population_in_constant_memory(ds):
     for n2 in (10**8, 1000):
-        source = JunkSource(ds.fields, ds.tokenizer, 5, n2)
+        source = JunkSource(ds.junk_table(ds.tokenizer, 5, n2))
         source.windows(np.arange(2))  # warm up
         tracemalloc.start()
         tokens, _ = source.windows(np.arange(64))
@@ -77,7 +77,7 @@ def test_junk_population_in_constant_memory(ds):
 
 def test_repetitive_junk_repeats_people(ds):
     def names(n2):
-        tokens, labels = JunkSource(ds.fields, ds.tokenizer, 5, n2).windows(np.arange(40))
+        tokens, labels = JunkSource(ds.junk_table(ds.tokenizer, 5, n2)).windows(np.arange(40))
         starts = np.flatnonzero(tokens.ravel() == ds.table.eot)
         flat, lab = tokens.ravel(), labels.ravel()
         return [tuple(flat[s + 1 : s + 12][lab[s + 1 : s + 12] == 1]) for s in starts[:-1]]
@@ -195,7 +195,7 @@ def test_biod_junk_is_biod_paragraphs_of_other_people(variants):
 
 def test_biod_junk_in_constant_memory(variants):
     ds = variants["bioD"]
-    source = JunkSource(ds.fields, ds.tokenizer, 5, 10**8, biod=ds.table.params)
+    source = JunkSource(ds.junk_table(ds.tokenizer, 5, 10**8))
     source.windows(np.arange(2))  # warm up
     tracemalloc.start()
     tokens, _ = source.windows(np.arange(64))

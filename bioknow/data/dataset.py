@@ -590,9 +590,20 @@ class Dataset:
             per_person = self.manifest["renderings_per_person"]
             check_files(self.path, self.manifest, stored_module.FILES)
             return StoredTable.load(self.path, self.population, self.tokenizer, per_person)
+        return make_table(self.manifest["variant"], self.population, self.tokenizer, self.biod)
+
+    @property
+    def biod(self) -> "biod_module.BioDParams | None":
         biod = self.manifest.get("biod")
-        params = biod_module.BioDParams(**biod) if biod else None
-        return make_table(self.manifest["variant"], self.population, self.tokenizer, params)
+        return biod_module.BioDParams(**biod) if biod else None
+
+    def junk_table(self, tokenizer: Tokenizer, seed: int, n: int):
+        """The table of a run's junk (docs/design.md §2.4): N' people of the dataset's fields,
+        computed per person and never stored, in its format: bioD paragraphs of its
+        parameters for bioD (the junk people's own values and diversity sets), bioS
+        biographies for the others."""
+        variant = "bioD" if self.manifest["variant"] == "bioD" else "bioS"
+        return make_table(variant, Population.virtual(self.fields, seed, n), tokenizer, self.biod)
 
 
 def open_dataset(folder) -> Dataset:

@@ -18,7 +18,6 @@ import numpy as np
 
 from bioknow.base.progress import Progress
 from bioknow.data import keyed
-from bioknow.data.render.biod import BioDTable
 from bioknow.data.render.tokens import FragmentTable, Units
 
 WINDOW = 512
@@ -183,21 +182,14 @@ class TrainStream:
 
 class JunkSource:
     """Junk windows: units of a population of N' people that is computed per person and
-    never stored (docs/design.md §2.4, junk data): bioS biographies, or with `biod` the
-    bioD paragraphs of those parameters (the junk people's own values and diversity sets,
-    keyed by `seed`). Junk window m is a pure function of m: units of people drawn with
-    replacement, keyed by (m, j), cut at the window's end."""
+    never stored (docs/design.md §2.4, junk data), from `table` (`Dataset.junk_table`).
+    Junk window m is a pure function of m: units of people drawn with replacement, keyed
+    by (m, j), cut at the window's end."""
 
-    def __init__(self, fields, tokenizer, seed: int, n: int, window: int = WINDOW, biod=None):
-        from bioknow.data.population import Population
-
-        population = Population.virtual(fields, seed, n)
-        if biod is None:
-            self.table = FragmentTable(population, tokenizer)
-        else:
-            self.table = BioDTable(population, tokenizer, biod)
-        self.seed, self.n, self.window = seed, n, window
-        typical = np.diff(self.table.assemble(np.arange(min(n, 16)), 0).offsets).mean()
+    def __init__(self, table, window: int = WINDOW):
+        self.table, self.window = table, window
+        self.seed, self.n = table.population.seed, len(table.population)
+        typical = np.diff(table.assemble(np.arange(min(self.n, 16)), 0).offsets).mean()
         self.per_round = int(window // typical) + 2  # units drawn per window and round
 
     def windows(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

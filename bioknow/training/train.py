@@ -114,8 +114,7 @@ def training_stream(config: dict, ds) -> TrainStream | MixedStream:
     junk = config.get("junk")
     if junk is None:
         return stream
-    biod = ds.table.params if ds.manifest["variant"] == "bioD" else None
-    source = JunkSource(ds.fields, table.tokenizer, junk["seed"], junk["n"], stream.window, biod)
+    source = JunkSource(ds.junk_table(table.tokenizer, junk["seed"], junk["n"]), stream.window)
     return MixedStream(stream, source, junk["fraction"])
 
 
