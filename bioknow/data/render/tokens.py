@@ -115,7 +115,7 @@ class FragmentTable:
         for j, sentence in enumerate(SENTENCES):
             values = fields.values(sentence)
             self.columns[VALUE + j] = (add([" " + v for v in values], sentence), len(values))
-        self.programs = self.build_programs([1])  # piece 1: end-of-text
+        self.programs = self.build_programs()
 
         self.eot = eot_id(tokenizer)
         first, count = self.columns[VALUE + SENTENCES.index("birth_date")]
@@ -138,17 +138,17 @@ class FragmentTable:
         self.labels.extend([LABEL[label]] * len(items))
         return first
 
-    def build_programs(self, opening: list[int]) -> np.ndarray:
+    def build_programs(self) -> np.ndarray:
         """programs[sentence, template, later, :]: a template's piece ids (negative: slot
-        columns, -(EMPTY + 1) padding); later = 0 when the sentence opens the unit (the
-        opening pieces, then the full name), 1 otherwise."""
+        columns, -(EMPTY + 1) padding); later = 0 when the sentence opens the unit (piece 1,
+        end-of-text, then the full name), 1 otherwise."""
         templates = self.population.fields.templates
         literal: dict[str, int] = {}
         rows = {}
         for j, sentence in enumerate(SENTENCES):
             for t, template in enumerate(templates[sentence]):
                 for later in (0, 1):
-                    row = [] if later else opening.copy()
+                    row = [] if later else [1]
                     for item in program_items(template.parts, j, later):
                         if isinstance(item, str) and item not in literal:
                             literal[item] = self.add([item], "other")
