@@ -7,10 +7,11 @@ mixture of experts (Result 9) and junk data with and without a useful-data prefi
     python scripts/miniatures.py figure docs/results/miniatures.csv \
         --out docs/results/miniatures.png
 
-`table` reads finished run folders: one row per evaluation report of every person (as
-trained, int8 and int4, GPTQ and round-to-nearest). R is bits over P, the paper's count
-(every expert of a mixture counted); R_total is bits over every parameter. `figure` draws
-the three comparisons side by side.
+`table` reads finished run folders (every report checked current, else exit 2): one row
+per evaluation report of every person (as trained, int8 and int4, GPTQ and
+round-to-nearest). R is bits over P, the paper's count (every expert of a mixture
+counted); R_total is bits over every parameter. `figure` draws the three comparisons side
+by side.
 """
 
 import argparse
@@ -18,6 +19,9 @@ import csv
 import json
 import sys
 from pathlib import Path
+
+from bioknow.base.errors import InputError
+from bioknow.training import runfolder
 
 COLUMNS = [
     "model", "n", "exposures", "junk_fraction", "useful_prefix", "batch", "lr", "wd",
@@ -29,14 +33,14 @@ REPORTS = ["eval.json", "eval-int8.json", "eval-int8-rtn.json", "eval-int4.json"
 
 
 def rows(run: Path) -> list[dict]:
-    config = json.loads((run / "config.json").read_text())
+    config = runfolder.read_config(run)
     metrics = (run / "metrics.jsonl").read_text().splitlines()
     junk = config.get("junk") or {}
     out = []
     for name in REPORTS:
         if not (run / name).is_file():
             continue
-        report = json.loads((run / name).read_text())
+        report = runfolder.current_report(run, name)
         out.append({
             "model": config["model"]["name"], "n": config["n"],
             "exposures": config["exposures"], "junk_fraction": junk.get("fraction", 0.0),
@@ -53,10 +57,10 @@ def rows(run: Path) -> list[dict]:
 
 
 def table(runs: list[str]) -> None:
+    read = [r for run in runs for r in rows(Path(run))]  # every run checked before writing
     writer = csv.DictWriter(sys.stdout, COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for run in runs:
-        writer.writerows(rows(Path(run)))
+    writer.writerows(read)
 
 
 def read(path: str) -> list[dict]:
@@ -151,10 +155,17 @@ def main() -> None:
     f.add_argument("csv")
     f.add_argument("--out", required=True)
     args = parser.parse_args()
-    if args.what == "table":
-        table(args.runs)
-    else:
-        figure(args.csv, args.out)
+    try:
+        if args.what == "table":
+            table(args.runs)
+        else:
+            for path in [args.csv]:
+                if not Path(path).is_file():
+                    raise InputError(f"{path}: no such file")
+            figure(args.csv, args.out)
+    except InputError as e:
+        print(f"miniatures: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ import json
 import sys
 from pathlib import Path
 
+from bioknow.base.errors import InputError
+from bioknow.training import runfolder
+
 COLUMNS = [
     "model", "n", "length", "symbols", "exposures", "batch", "lr", "wd", "steps", "tokens",
     "P", "P_total", "bits_max", "bits", "bits_clamped", "R", "R_total", "exact",
@@ -44,8 +47,8 @@ def tenths(metrics: list[dict]) -> tuple[float, float]:
 
 
 def row(run: Path) -> dict:
-    config = json.loads((run / "config.json").read_text())
-    report = json.loads((run / "eval.json").read_text())
+    config = runfolder.read_config(run)
+    report = runfolder.current_report(run, "eval.json")
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     before, last = tenths(metrics)
     drop = (before - last) / before
@@ -63,10 +66,10 @@ def row(run: Path) -> dict:
 
 
 def table(runs: list[str]) -> None:
+    rows = [row(Path(run)) for run in runs]  # every run checked before writing
     writer = csv.DictWriter(sys.stdout, COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for run in runs:
-        writer.writerow(row(Path(run)))
+    writer.writerows(rows)
 
 
 def read(path: str) -> list[dict]:
@@ -121,10 +124,17 @@ def main() -> None:
     f.add_argument("csvs", nargs="+", help="knowledge CSVs, then the memorization CSV last")
     f.add_argument("--out", required=True)
     args = parser.parse_args()
-    if args.what == "table":
-        table(args.runs)
-    else:
-        figure(args.csvs[:-1], args.csvs[-1], args.out)
+    try:
+        if args.what == "table":
+            table(args.runs)
+        else:
+            for path in args.csvs:
+                if not Path(path).is_file():
+                    raise InputError(f"{path}: no such file")
+            figure(args.csvs[:-1], args.csvs[-1], args.out)
+    except InputError as e:
+        print(f"two-capacities: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -492,5 +492,9 @@ def test_a_report_of_earlier_weights_is_stale(tiny, tmp_path):
     status, out, _ = run_cli("info", run)
     assert [line for line in out.splitlines() if "STALE" in line][0].split()[1] == "eval.json:"
     assert sum("STALE" in line for line in out.splitlines()) == 2
+    with pytest.raises(InputError, match="stale"):  # what a results table reads
+        runfolder.current_report(run, "eval.json")
     assert run_cli("eval", run, "--device", "cpu")[0] == 0
     assert info_json(run)["stale"] == ["probe.json"]
+    report = runfolder.current_report(run, "eval.json")
+    assert report["weights"]["sha256"] == runfolder.weights_digest(run)["sha256"]

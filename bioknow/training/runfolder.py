@@ -329,6 +329,18 @@ def stale_reports(run: Path) -> list[str]:
     return out
 
 
+def current_report(run: Path, name: str) -> dict:
+    """A run's report, checked against the run's record and refused unless it measured the
+    run's current weights: a table of results never shows a stale figure."""
+    run = Path(run)
+    if name in stale_reports(run):
+        raise InputError(
+            f"{run / name}: measured other weights than the run's current ones, or does not "
+            "say which (stale); evaluate the run again"
+        )
+    return integrity.read_run_json(run, name)
+
+
 def verify_files(run: Path) -> dict:
     """Check every file of a run: the record, each recorded file, the latest checkpoint
     and the metrics; a summary, or an InputError naming the first bad file."""
